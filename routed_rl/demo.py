@@ -16,7 +16,7 @@ from routed_rl.envs import OversightGridEnv
 
 def save_gif(frames: list[np.ndarray], path: Path, scale: int = 4, ms_per_frame: int = 250) -> None:
     """Write RGB frames (H, W, 3) uint8 to an animated GIF, upscaled ``scale`` times."""
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.NEAREST) for f in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 

@@ -1,0 +1,63 @@
+"""A rollout buffer that also stores a label per step (mirrors SB3 2.9's ``RolloutBuffer``)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.vec_env import VecNormalize
+
+from routed_rl.type_aliases import UNLABELED
+
+__all__ = ["LabeledRolloutBuffer", "LabeledRolloutBufferSamples"]
+
+
+class LabeledRolloutBufferSamples(NamedTuple):
+    """SB3's ``RolloutBufferSamples`` fields plus ``labels`` (batch,) long, -1 = unlabeled, and ``label_mask``
+    (batch,) bool, True where the step is labeled."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    labels: th.Tensor
+    label_mask: th.Tensor
+
+
+class LabeledRolloutBuffer(RolloutBuffer):
+    """``RolloutBuffer`` plus ``labels`` of shape (n_steps, n_envs), reset to :data:`UNLABELED` every rollout.
+
+    Labels are written by :meth:`set_labels` when an episode ends (they are not known at ``add`` time) and
+    flattened env-major together with the other arrays, so each label stays with its own step.
+    """
+
+    labels: np.ndarray
+
+    def reset(self) -> None:
+        self.labels = np.full((self.buffer_size, self.n_envs), UNLABELED, dtype=np.int64)
+        super().reset()
+
+    def set_labels(self, rows: np.ndarray, env: int, label_id: int) -> None:
+        """Give label ``label_id`` to buffer rows ``rows`` of env ``env`` (rows may include the one about to be added)."""
+        if self.generator_ready:
+            raise RuntimeError("labels must be set before the buffer is flattened for training")
+        self.labels[rows, env] = label_id
+
+    def get(self, batch_size: int | None = None) -> Generator[LabeledRolloutBufferSamples, None, None]:  # type: ignore[override]
+        if not self.generator_ready:
+            self.labels = self.swap_and_flatten(self.labels)
+        yield from super().get(batch_size)  # type: ignore[misc]
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> LabeledRolloutBufferSamples:  # type: ignore[override]
+        base = super()._get_samples(batch_inds, env)
+        labels = self.labels[batch_inds].flatten()
+        return LabeledRolloutBufferSamples(
+            *base,
+            labels=self.to_torch(labels).long(),
+            label_mask=self.to_torch(labels >= 0).bool(),
+        )

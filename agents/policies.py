@@ -1,0 +1,225 @@
+"""The mixture-of-experts actor-critic policy for stable-baselines3.
+
+:class:`RoutedActorCriticPolicy` is an SB3 ``ActorCriticPolicy`` whose ``mlp_extractor`` is a
+:class:`RoutedExtractor`: a :class:`~routed_rl.moe.MixtureOfExperts` actor (its mixed latent feeds SB3's
+shared linear action head) and a separate, unrouted value network. Steering lives in the mixture, so every
+inference path (``forward``, ``evaluate_actions``, ``predict``, ``predict_values``) sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from torch import nn
+
+from routed_rl.moe import MixtureOfExperts, mlp
+from routed_rl.steering import Steering, resolve_steering
+
+__all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
+
+
+class GridCNN(BaseFeaturesExtractor):
+    """A small CNN for channel-first image observations (2x2 convolutions, as MiniGrid's SB3 recipe uses).
+
+    :param observation_space: a Box of shape (C, H, W)
+    :param features_dim: output size
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        channels = observation_space.shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels, 16, 2, padding="same"),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 2, padding="same"),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 2, padding="same"),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with th.no_grad():
+            n_flat = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+class RoutedExtractor(nn.Module):
+    """SB3's ``MlpExtractor`` contract: a mixture-of-experts actor and an unrouted value MLP.
+
+    :param features_dim: input size
+    :param value_arch: hidden widths of the value network
+    :param moe_kwargs: passed to :class:`~routed_rl.moe.MixtureOfExperts`
+    """
+
+    def __init__(
+        self, features_dim: int, value_arch: Sequence[int], activation_fn: type[nn.Module], **moe_kwargs: Any
+    ) -> None:
+        super().__init__()
+        self.actor = MixtureOfExperts(features_dim, activation_fn=activation_fn, **moe_kwargs)
+        self.critic = mlp(features_dim, value_arch, activation_fn)
+        self.latent_dim_pi = self.actor.latent_dim
+        self.latent_dim_vf = int(value_arch[-1]) if value_arch else features_dim
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return self.actor(features)[0]
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.critic(features)
+
+
+class SteeringHandle:
+    """Returned by :meth:`RoutedActorCriticPolicy.steer`: the steering is already on; as a context manager it
+    puts the previous steering back on exit."""
+
+    def __init__(self, moe: MixtureOfExperts, steering: Steering | None) -> None:
+        self._moe = moe
+        self._previous = moe.steering
+        moe.steering = steering
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._moe.steering = self._previous
+
+
+def channel_feature_index(observation_space: spaces.Space, channels: Sequence[int]) -> list[int]:
+    """Indices, in the flattened observation, of the given channels of a (C, ...) Box observation."""
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) < 2:
+        raise ValueError("expert_obs_channels needs a Box observation of shape (C, ...)")
+    n_channels = observation_space.shape[0]
+    per_channel = int(np.prod(observation_space.shape[1:]))
+    bad = [c for c in channels if not 0 <= c < n_channels]
+    if bad or not channels:
+        raise ValueError(f"expert_obs_channels must be non-empty channel indices in [0, {n_channels}), got {list(channels)}")
+    return [c * per_channel + j for c in sorted(set(channels)) for j in range(per_channel)]
+
+
+class RoutedActorCriticPolicy(ActorCriticPolicy):
+    """Actor-critic policy whose actor is a mixture of named experts (gradient routing, arXiv 2410.04332).
+
+    :param expert_names: one name per expert
+    :param expert_arch: hidden widths of each expert (default 256, 256 as in the paper)
+    :param gate_arch: hidden widths of the gate before its linear layer
+    :param value_arch: hidden widths of the value network (not routed)
+    :param expert_obs_channels: if set, the experts see only these observation channels (the gate sees all);
+        needs the default ``FlattenExtractor``
+    :param kwargs: passed to SB3's ``ActorCriticPolicy`` (``activation_fn``, ``ortho_init``, ``features_extractor_class``, ...)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        expert_names: Sequence[str] = ("diamond", "ghost"),
+        expert_arch: Sequence[int] = (256, 256),
+        gate_arch: Sequence[int] = (),
+        value_arch: Sequence[int] = (256, 256),
+        expert_obs_channels: Sequence[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        **kwargs: Any,
+    ) -> None:
+        # set before super().__init__, which calls _build_mlp_extractor
+        self.expert_names = list(expert_names)
+        self.expert_arch = list(expert_arch)
+        self.gate_arch = list(gate_arch)
+        self.value_arch = list(value_arch)
+        self.expert_obs_channels = None if expert_obs_channels is None else list(expert_obs_channels)
+        if (
+            self.expert_obs_channels is not None
+            and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor
+        ):
+            raise ValueError("expert_obs_channels works with the default FlattenExtractor only")
+        super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        index = None
+        if self.expert_obs_channels is not None:
+            index = channel_feature_index(self.observation_space, self.expert_obs_channels)
+        self.mlp_extractor = RoutedExtractor(  # type: ignore[assignment]
+            self.features_dim,
+            value_arch=self.value_arch,
+            activation_fn=self.activation_fn,
+            expert_names=self.expert_names,
+            expert_arch=self.expert_arch,
+            gate_arch=self.gate_arch,
+            expert_input_index=index,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            expert_names=self.expert_names,
+            expert_arch=self.expert_arch,
+            gate_arch=self.gate_arch,
+            value_arch=self.value_arch,
+            expert_obs_channels=self.expert_obs_channels,
+        )
+        return data
+
+    @property
+    def moe(self) -> MixtureOfExperts:
+        """The mixture-of-experts actor."""
+        return self.mlp_extractor.actor  # type: ignore[return-value]
+
+    # -- steering ------------------------------------------------------------------------------------------
+    def steer(
+        self,
+        select: str | None = None,
+        ablate: str | Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> SteeringHandle:
+        """Steer the policy: act with one expert (``select``), drop experts and renormalise the gate over the
+        rest (``ablate``), or fix the mixture weights (``weights``). With no argument: unsteered.
+
+        Used as ``with policy.steer(select="diamond"): ...`` it lasts for the block; called as a statement it
+        stays until the next ``steer()``.
+        """
+        return SteeringHandle(self.moe, resolve_steering(self.expert_names, select, ablate, weights))
+
+    @property
+    def steering(self) -> Steering | None:
+        """The steering now in force (``None``: unsteered)."""
+        return self.moe.steering
+
+    # -- routed training path ------------------------------------------------------------------------------
+    def evaluate_actions_routed(
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        route_weight: th.Tensor | None = None,
+        gate_route_weight: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor]:
+        """``evaluate_actions`` with routed gradients; forward values are those of ``evaluate_actions``.
+
+        :param route_weight: (batch, n_experts) float, 1 = the expert's gradient flows, 0 = none
+        :param gate_route_weight: (batch,) float gradient weight of the gate in the policy loss
+        :return: values (batch, 1), log_prob (batch,), entropy (batch,), raw gate logits (batch, n_experts)
+            (their gradient is not routed: use them for a gate loss)
+        """
+        features = self.extract_features(obs)
+        extractor: RoutedExtractor = self.mlp_extractor  # type: ignore[assignment]
+        pi_features, vf_features = (features, features) if self.share_features_extractor else features
+        latent_pi, gate_logits = extractor.actor(pi_features, route_weight, gate_route_weight)
+        latent_vf = extractor.forward_critic(vf_features)  # type: ignore[arg-type]
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), gate_logits
+
+    def mixture_weights(self, obs: th.Tensor) -> th.Tensor:
+        """(batch, n_experts) mixture weights the gate gives (with steering applied)."""
+        with th.no_grad():
+            features = self.extract_features(obs)
+            pi_features = features if self.share_features_extractor else features[0]
+            return self.moe.mixture_weights(self.moe.gate(pi_features))

@@ -1,0 +1,254 @@
+"""RoutedPPO: PPO whose labeled episodes train only their matching experts (arXiv 2410.04332, §4.3).
+
+RoutedPPO is SB3's ``PPO`` with three changes, each through SB3's hooks:
+
+* ``rollout_buffer_class`` is :class:`~routed_rl.agents.buffers.LabeledRolloutBuffer`;
+* an internal callback (added in ``_init_callback``) asks the labeler about every finished episode and
+  writes the label on all of the episode's steps in the current rollout, across SB3's auto-resets;
+* ``train()`` mirrors SB3 2.9's ``PPO.train`` but evaluates the policy with routed gradients and adds a
+  supervised gate loss on labeled steps. Ratios, clipping, entropy and the value loss are SB3's.
+
+With ``routing_enabled=False``, or with one expert, it is exactly SB3's PPO (a test checks this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+from routed_rl.agents.buffers import LabeledRolloutBuffer, LabeledRolloutBufferSamples
+from routed_rl.agents.policies import RoutedActorCriticPolicy
+from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
+from routed_rl.routing import RoutingTable
+from routed_rl.type_aliases import RoutingSpec
+
+__all__ = ["RoutedPPO"]
+
+
+class _LabelingCallback(BaseCallback):
+    """Feeds finished episodes to the labeler and writes labels into the buffer (runs before ``add``)."""
+
+    model: RoutedPPO
+
+    def _on_rollout_start(self) -> None:
+        self.model.label_tracker.start_rollout()
+
+    def _on_step(self) -> bool:
+        model = self.model
+        buffer = model.rollout_buffer
+        model.label_tracker.on_step(buffer.pos, self.locals["dones"], self.locals["infos"])
+        events = model.label_tracker.drain_events()
+        if model.label_rewards:
+            rewards = self.locals["rewards"]  # collect_rollouts adds this very array to the buffer after on_step
+            for env_index, label in events:
+                if label in model.label_rewards:
+                    rewards[env_index] = model.label_rewards[label]
+        model.label_log.extend((model.num_timesteps, env_index, label) for env_index, label in events)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        model = self.model
+        labeler, tracker = model.labeler, model.label_tracker
+        self.logger.record("routing/labels_spent", labeler.labels_spent)
+        self.logger.record("routing/label_fraction", labeler.label_fraction)
+        self.logger.record("routing/leaked_steps", tracker.leaked_steps)
+        labels = model.rollout_buffer.labels  # type: ignore[attr-defined]
+        self.logger.record("routing/labeled_step_fraction", float((labels >= 0).mean()))
+
+
+class RoutedPPO(PPO):
+    """PPO with gradient routing into a mixture-of-experts policy.
+
+    :param policy: ``"RoutedPolicy"`` (:class:`RoutedActorCriticPolicy`) or a subclass; SB3's policies also
+        work when ``routing_enabled=False``
+    :param env: the environment; its episode-end ``info`` must carry what the labeler reads
+    :param routing: label -> {expert: weight} table (default: each expert's name routes into it alone)
+    :param routing_enabled: False trains exactly like SB3's PPO (labels are still collected and counted)
+    :param labeler: a :class:`~routed_rl.labeling.Labeler`, or a built-in name / import path for
+        :func:`~routed_rl.labeling.make_labeler`
+    :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
+    :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps
+    :param label_rewards: optional label -> reward given at the last step of a labeled episode instead of
+        the env's reward (e.g. the true reward on the episodes the overseer saw)
+    :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**PPO.policy_aliases, "RoutedPolicy": RoutedActorCriticPolicy}
+    rollout_buffer: LabeledRolloutBuffer
+    policy: RoutedActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[RoutedActorCriticPolicy] = "RoutedPolicy",
+        env: Any = None,
+        routing: RoutingSpec | None = None,
+        routing_enabled: bool = True,
+        labeler: Labeler | str = "oversight",
+        labeler_kwargs: Mapping[str, Any] | None = None,
+        gate_coef: float = 1.0,
+        label_rewards: Mapping[str, float] | None = None,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if env is None:
+            raise ValueError("RoutedPPO needs an env")
+        kwargs.setdefault("rollout_buffer_class", LabeledRolloutBuffer)
+        if not issubclass(kwargs["rollout_buffer_class"], LabeledRolloutBuffer):
+            raise ValueError("RoutedPPO needs a LabeledRolloutBuffer (or subclass) as rollout_buffer_class")
+        if gate_coef < 0:
+            raise ValueError(f"gate_coef must be >= 0, got {gate_coef}")
+        super().__init__(policy, env, _init_setup_model=False, **kwargs)
+        self.routing_spec = None if routing is None else {k: dict(v) for k, v in routing.items()}
+        self.routing_enabled = routing_enabled
+        self.labeler_spec: Labeler | str = labeler
+        self.labeler_kwargs = dict(labeler_kwargs or {})
+        self.gate_coef = float(gate_coef)
+        self.label_rewards = dict(label_rewards or {})
+        self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        expert_names = getattr(self.policy, "expert_names", None)
+        if expert_names is None:
+            if self.routing_enabled:
+                raise ValueError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
+            expert_names = ["policy"]
+        self.routing_table = RoutingTable(expert_names, self.routing_spec)
+        for label in self.label_rewards:
+            self.routing_table.label_id(label)  # unknown labels are an error
+        if isinstance(self.labeler_spec, Labeler):
+            self.labeler = self.labeler_spec
+        else:
+            self.labeler = make_labeler(
+                self.labeler_spec, labels=self.routing_table.labels, seed=self.seed, **self.labeler_kwargs
+            )
+        self.label_tracker = EpisodeLabelTracker(
+            self.n_envs, self.labeler, self.routing_table.label_id, self.rollout_buffer.set_labels
+        )
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        user = super()._init_callback(callback, progress_bar)
+        full = CallbackList([_LabelingCallback(), user])
+        full.init_callback(self)
+        return full
+
+    def _excluded_save_params(self) -> list[str]:
+        # the tracker holds bound methods of the buffer; it is rebuilt by _setup_model on load
+        return [*super()._excluded_save_params(), "label_tracker", "label_log"]
+
+    def train(self) -> None:
+        """Update the policy from the rollout buffer (mirrors SB3 2.9.2 ``PPO.train``, plus routing and gate loss)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+
+        entropy_losses, pg_losses, value_losses, clip_fractions, gate_losses = [], [], [], [], []
+        routed = self.routing_enabled
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                data: LabeledRolloutBufferSamples = rollout_data  # type: ignore[assignment]
+                actions = data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = data.actions.long().flatten()
+
+                if routed:
+                    route_weight = self.routing_table.weights(data.labels).to(self.device)
+                    gate_route_weight = (~data.label_mask).float()  # the gate learns from unlabeled steps only
+                    values, log_prob, entropy, gate_logits = self.policy.evaluate_actions_routed(
+                        data.observations, actions, route_weight, gate_route_weight
+                    )
+                else:
+                    values, log_prob, entropy = self.policy.evaluate_actions(data.observations, actions)
+                values = values.flatten()
+                advantages = data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                ratio = th.exp(log_prob - data.old_log_prob)
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+                pg_losses.append(policy_loss.item())
+                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+
+                if self.clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
+                value_loss = F.mse_loss(data.returns, values_pred)
+                value_losses.append(value_loss.item())
+
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                entropy_losses.append(entropy_loss.item())
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if routed and self.gate_coef > 0 and self.routing_table.n_experts > 1 and bool(data.label_mask.any()):
+                    mask = data.label_mask
+                    targets = self.routing_table.gate_targets(data.labels[mask]).to(self.device)
+                    gate_loss = -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1).mean()
+                    gate_losses.append(gate_loss.item())
+                    loss = loss + self.gate_coef * gate_loss
+
+                with th.no_grad():
+                    log_ratio = log_prob - data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if gate_losses:
+            self.logger.record("train/gate_loss", np.mean(gate_losses))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def learn(self, *args: Any, **kwargs: Any) -> RoutedPPO:
+        """SB3's ``learn``; a steering set on the policy is lifted while training and restored after."""
+        with self.policy.steer() if isinstance(self.policy, RoutedActorCriticPolicy) else _nullcontext():
+            return super().learn(*args, **kwargs)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

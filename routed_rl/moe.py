@@ -1,0 +1,117 @@
+"""Mixture-of-experts actor with gradient routing (arXiv 2410.04332, §4.3).
+
+N named experts (MLPs) map features to latents; a gate gives mixture weights (a softmax over experts, which
+for two experts equals the paper's sigmoid gate); the mixture of expert latents feeds a shared output. A
+route-weight input masks each expert's gradient per sample (:func:`routed_rl.routing.route`) and stops the
+gate's gradient on labeled samples, as the paper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch as th
+from torch import nn
+
+from routed_rl.routing import route
+from routed_rl.steering import Steering
+
+__all__ = ["MixtureOfExperts", "mlp"]
+
+
+def mlp(in_dim: int, widths: Sequence[int], activation_fn: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """A plain MLP: Linear + activation for each width (an empty ``widths`` gives the identity)."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(in_dim, width), activation_fn()]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+class MixtureOfExperts(nn.Module):
+    """N named MLP experts mixed by a softmax gate.
+
+    :param in_dim: input feature size
+    :param expert_names: one name per expert, e.g. ``("diamond", "ghost")``
+    :param expert_arch: hidden widths of each expert (the paper: 256, 256); the output size is the last width
+    :param gate_arch: hidden widths of the gate before its linear layer to N logits
+    :param activation_fn: activation class
+    :param expert_input_index: optional feature indices the experts see (the gate always sees every feature),
+        e.g. to hide the oversight mask from the experts
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        expert_names: Sequence[str] = ("diamond", "ghost"),
+        expert_arch: Sequence[int] = (256, 256),
+        gate_arch: Sequence[int] = (),
+        activation_fn: type[nn.Module] = nn.ReLU,
+        expert_input_index: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(expert_arch) == 0:
+            raise ValueError("expert_arch needs at least one hidden width")
+        self.expert_names = list(expert_names)
+        self.n_experts = len(self.expert_names)
+        if self.n_experts < 1 or len(set(self.expert_names)) != self.n_experts:
+            raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+        if expert_input_index is None:
+            self.register_buffer("expert_input_index", None)
+            expert_in = in_dim
+        else:
+            index = th.as_tensor(list(expert_input_index), dtype=th.long)
+            if index.numel() == 0 or index.min() < 0 or index.max() >= in_dim:
+                raise ValueError(
+                    f"expert_input_index must be non-empty indices in [0, {in_dim}), got {list(expert_input_index)}"
+                )
+            self.register_buffer("expert_input_index", index)
+            expert_in = index.numel()
+        self.experts = nn.ModuleList([mlp(expert_in, expert_arch, activation_fn) for _ in self.expert_names])
+        self.gate = nn.Sequential(
+            mlp(in_dim, gate_arch, activation_fn), nn.Linear(gate_arch[-1] if gate_arch else in_dim, self.n_experts)
+        )
+        self.latent_dim = int(expert_arch[-1])
+        self.steering: Steering | None = None
+
+    def mixture_weights(self, logits: th.Tensor) -> th.Tensor:
+        """Softmax of the gate logits, with the current steering applied."""
+        s = self.steering
+        if s is None:
+            return th.softmax(logits, dim=-1)
+        if s.fixed_weights is not None:
+            return th.as_tensor(s.fixed_weights, dtype=logits.dtype, device=logits.device).expand_as(logits)
+        keep = th.as_tensor(s.keep, device=logits.device)
+        return th.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
+
+    def forward(
+        self,
+        features: th.Tensor,
+        route_weight: th.Tensor | None = None,
+        gate_route_weight: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Mix the experts.
+
+        :param features: (batch, in_dim)
+        :param route_weight: (batch, n_experts) float, gradient weight of each expert per sample
+            (1 = gradient flows, 0 = none); ``None``: no routing
+        :param gate_route_weight: (batch,) float gradient weight of the gate; by default 1 where every
+            route weight is 1 (unlabeled) and 0 elsewhere (labeled), as in the paper
+        :return: the mixed latent (batch, latent_dim) and the raw gate logits (batch, n_experts), whose
+            gradient is not routed (for a supervised gate loss)
+        """
+        if route_weight is not None and gate_route_weight is None:
+            gate_route_weight = (route_weight == 1).all(dim=1).to(features.dtype)
+        logits = self.gate(features)
+        weights = self.mixture_weights(route(logits, gate_route_weight))
+        index: th.Tensor | None = self.expert_input_index  # type: ignore[assignment]
+        expert_in = features if index is None else features[:, index]
+        latent = features.new_zeros((features.shape[0], self.latent_dim))
+        keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
+        for k, expert in enumerate(self.experts):
+            if not keep[k]:
+                continue  # a dropped expert has mixture weight 0: skip its work
+            out = expert(expert_in)
+            out = route(out, None if route_weight is None else route_weight[:, k])
+            latent = latent + weights[:, k : k + 1] * out
+        return latent, logits

@@ -1,0 +1,134 @@
+"""Gradient routing: data-dependent weighted masks on the backward pass (arXiv 2410.04332, §3 and §4.3).
+
+This module owns the one gradient-masking primitive, :func:`route`: its forward value is ``x`` itself, and
+its backward pass multiplies the incoming gradient by a per-sample weight. No other module re-implements it.
+It also holds the :class:`RoutingTable` that turns episode labels into per-expert weights.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch as th
+
+from routed_rl.type_aliases import UNLABELED, RoutingSpec
+
+__all__ = ["RoutingTable", "route"]
+
+
+class _Route(th.autograd.Function):
+    @staticmethod
+    def forward(ctx: th.autograd.function.FunctionCtx, x: th.Tensor, weight: th.Tensor) -> th.Tensor:
+        ctx.save_for_backward(weight)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: th.autograd.function.FunctionCtx, grad: th.Tensor) -> tuple[th.Tensor, None]:
+        (weight,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * weight, None
+
+
+def route(x: th.Tensor, weight: th.Tensor | None) -> th.Tensor:
+    """Identity on the forward pass; on the backward pass the gradient is multiplied by ``weight``.
+
+    The forward value is exactly ``x`` (not ``w*x + (1-w)*x``, which can differ by rounding), and a weight of
+    0 gives an exactly zero gradient, a weight of 1 the unchanged gradient.
+
+    :param x: (batch, ...) tensor
+    :param weight: (batch,) or (batch, 1, ...) weights broadcastable to ``x`` after adding trailing dims;
+        ``None`` means no routing
+    :return: a tensor equal to ``x``
+    """
+    if weight is None:
+        return x
+    w = weight.detach().to(dtype=x.dtype, device=x.device)
+    while w.dim() < x.dim():
+        w = w.unsqueeze(-1)
+    return _Route.apply(x, w)  # type: ignore[no-any-return]
+
+
+def _suggest(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class RoutingTable:
+    """Maps episode labels to per-expert gradient weights.
+
+    Default: a label named after an expert routes only into that expert. Unlabeled samples train every
+    expert (weight 1) and the gate. Weighted entries are allowed, e.g.
+    ``{"ghost": {"ghost": 1.0, "diamond": 0.0}, "diamond": {"diamond": 1.0, "ghost": 0.2}}``; experts missing
+    from an entry get weight 0.
+
+    :param expert_names: the experts, in the mixture's order
+    :param table: label -> {expert: weight in [0, 1]}; ``None`` gives the default one label per expert
+    """
+
+    def __init__(self, expert_names: Sequence[str], table: RoutingSpec | None = None) -> None:
+        self.expert_names = list(expert_names)
+        if not self.expert_names or len(set(self.expert_names)) != len(self.expert_names):
+            raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+        if table is None:
+            table = {name: {name: 1.0} for name in self.expert_names}
+        self.table: dict[str, dict[str, float]] = {}
+        for label, entry in table.items():
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"routing table entry for label {label!r} must map expert names to weights, got {entry!r}")
+            for expert, weight in entry.items():
+                if expert not in self.expert_names:
+                    raise ValueError(
+                        f"routing table entry {label!r} names unknown expert {expert!r}{_suggest(expert, self.expert_names)}; "
+                        f"experts are {self.expert_names}"
+                    )
+                if not 0.0 <= float(weight) <= 1.0:
+                    raise ValueError(f"routing weight {label!r} -> {expert!r} must be in [0, 1], got {weight}")
+            self.table[str(label)] = {e: float(w) for e, w in entry.items()}
+        self.labels: list[str] = list(self.table)
+        self.n_experts = len(self.expert_names)
+        n = len(self.expert_names)
+        # row k = weights for label id k; the last row (index -1 == UNLABELED) is all ones
+        weights = np.ones((len(self.labels) + 1, n), dtype=np.float32)
+        for k, label in enumerate(self.labels):
+            weights[k] = [self.table[label].get(e, 0.0) for e in self.expert_names]
+        self._weights = weights
+        # gate target: the expert a label is named after, else its weights normalised (zero rows: no target)
+        targets = np.zeros((len(self.labels) + 1, n), dtype=np.float32)
+        for k, label in enumerate(self.labels):
+            if label in self.expert_names:
+                targets[k, self.expert_names.index(label)] = 1.0
+            elif weights[k].sum() > 0:
+                targets[k] = weights[k] / weights[k].sum()
+        self._gate_targets = targets
+
+    def label_id(self, label: str) -> int:
+        """The integer id stored in buffers for ``label``; raises ``ValueError`` for an unknown label."""
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise ValueError(f"unknown label {label!r}{_suggest(label, self.labels)}; labels are {self.labels}") from None
+
+    def weights(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
+        """Per-expert gradient weights.
+
+        :param label_ids: (batch,) int label ids, :data:`UNLABELED` (-1) for unlabeled samples
+        :return: (batch, n_experts) float32 weights
+        """
+        ids = th.as_tensor(label_ids).long()
+        return th.as_tensor(self._weights, device=ids.device)[ids]
+
+    def gate_targets(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
+        """(batch, n_experts) target distribution of the gate for labeled samples (zeros for unlabeled ones)."""
+        ids = th.as_tensor(label_ids).long()
+        return th.as_tensor(self._gate_targets, device=ids.device)[ids]
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """The table as plain data (for configs and saving)."""
+        return {label: dict(entry) for label, entry in self.table.items()}
+
+    def __repr__(self) -> str:
+        return f"RoutingTable(expert_names={self.expert_names}, table={self.table})"
+
+
+assert UNLABELED == -1, "RoutingTable.weights indexes the all-ones row with -1"

@@ -1,0 +1,86 @@
+"""Steering: choose which experts act at inference (select one, ablate some, or fix the mixture weights).
+
+A :class:`Steering` is plain data resolved against the expert names; :class:`~routed_rl.moe.MixtureOfExperts`
+applies it in every forward pass, so all of SB3's inference paths (``forward``, ``evaluate_actions``,
+``get_distribution``/``predict``, ``predict_values``) see the same steering.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Steering", "resolve_steering"]
+
+
+@dataclass(frozen=True)
+class Steering:
+    """Resolved steering.
+
+    :param keep: one bool per expert; dropped experts get mixture weight 0 and the gate is renormalised
+        over the kept ones
+    :param fixed_weights: if set, the mixture weights (one per expert, summing to 1) replace the gate
+    """
+
+    keep: tuple[bool, ...]
+    fixed_weights: tuple[float, ...] | None = None
+
+    def describe(self, expert_names: Sequence[str]) -> str:
+        """A short human-readable form, e.g. ``select=diamond`` or ``ablate=ghost``."""
+        if self.fixed_weights is not None:
+            return "weights=" + ",".join(f"{e}:{w:g}" for e, w in zip(expert_names, self.fixed_weights, strict=True))
+        kept = [e for e, k in zip(expert_names, self.keep, strict=True) if k]
+        dropped = [e for e, k in zip(expert_names, self.keep, strict=True) if not k]
+        if not dropped:
+            return "unsteered"
+        return f"select={kept[0]}" if len(kept) == 1 else "ablate=" + ",".join(dropped)
+
+
+def _check_name(name: str, expert_names: Sequence[str]) -> None:
+    if name not in expert_names:
+        close = difflib.get_close_matches(name, list(expert_names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown expert {name!r}{hint}; experts are {list(expert_names)}")
+
+
+def resolve_steering(
+    expert_names: Sequence[str],
+    select: str | None = None,
+    ablate: str | Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> Steering | None:
+    """Check a steering request against the experts and resolve it; ``None`` when nothing is asked.
+
+    :param expert_names: the mixture's experts, in order
+    :param select: act with this expert alone
+    :param ablate: drop these experts and renormalise the gate over the rest
+    :param weights: fixed mixture weights by expert name (missing experts get 0; normalised to sum 1)
+    :return: the :class:`Steering`, or ``None`` (unsteered)
+    """
+    given = [name for name, v in (("select", select), ("ablate", ablate), ("weights", weights)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"steer takes one of select=, ablate= or weights=, got {' and '.join(given)}")
+    names = list(expert_names)
+    if select is not None:
+        _check_name(select, names)
+        return Steering(keep=tuple(e == select for e in names))
+    if ablate is not None:
+        dropped = [ablate] if isinstance(ablate, str) else list(ablate)
+        for name in dropped:
+            _check_name(name, names)
+        keep = tuple(e not in dropped for e in names)
+        if not any(keep):
+            raise ValueError(f"cannot ablate every expert; experts are {names}")
+        return Steering(keep=keep)
+    if weights is not None:
+        for name, w in weights.items():
+            _check_name(name, names)
+            if float(w) < 0:
+                raise ValueError(f"steering weight for {name!r} must be >= 0, got {w}; experts are {names}")
+        total = sum(float(w) for w in weights.values())
+        if total <= 0:
+            raise ValueError(f"steering weights must have a positive sum; experts are {names}")
+        fixed = tuple(float(weights.get(e, 0.0)) / total for e in names)
+        return Steering(keep=tuple(w > 0 for w in fixed), fixed_weights=fixed)
+    return None
