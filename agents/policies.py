@@ -25,7 +25,7 @@ __all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHan
 
 
 class GridCNN(BaseFeaturesExtractor):
-    """A small CNN for channel-first image observations (2x2 convolutions, as MiniGrid's SB3 recipe uses).
+    """A small CNN for channel-first image observations: three 2x2 convolutions (MiniGrid's SB3 recipe), then a linear layer.
 
     :param observation_space: a Box of shape (C, H, W)
     :param features_dim: output size
@@ -35,11 +35,11 @@ class GridCNN(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim)
         channels = observation_space.shape[0]
         self.cnn = nn.Sequential(
-            nn.Conv2d(channels, 16, 2, padding="same"),
+            nn.Conv2d(channels, 16, 2),
             nn.ReLU(),
-            nn.Conv2d(16, 32, 2, padding="same"),
+            nn.Conv2d(16, 32, 2),
             nn.ReLU(),
-            nn.Conv2d(32, 64, 2, padding="same"),
+            nn.Conv2d(32, 64, 2),
             nn.ReLU(),
             nn.Flatten(),
         )

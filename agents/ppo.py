@@ -85,6 +85,7 @@ class RoutedPPO(PPO):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**PPO.policy_aliases, "RoutedPolicy": RoutedActorCriticPolicy}
     rollout_buffer: LabeledRolloutBuffer
+    labeler: Labeler
     policy: RoutedActorCriticPolicy
 
     def __init__(
@@ -100,7 +101,7 @@ class RoutedPPO(PPO):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
-        if env is None:
+        if env is None and _init_setup_model:
             raise ValueError("RoutedPPO needs an env")
         kwargs.setdefault("rollout_buffer_class", LabeledRolloutBuffer)
         if not issubclass(kwargs["rollout_buffer_class"], LabeledRolloutBuffer):
@@ -128,12 +129,15 @@ class RoutedPPO(PPO):
         self.routing_table = RoutingTable(expert_names, self.routing_spec)
         for label in self.label_rewards:
             self.routing_table.label_id(label)  # unknown labels are an error
-        if isinstance(self.labeler_spec, Labeler):
-            self.labeler = self.labeler_spec
-        else:
-            self.labeler = make_labeler(
-                self.labeler_spec, labels=self.routing_table.labels, seed=self.seed, **self.labeler_kwargs
-            )
+        if getattr(self, "labeler", None) is None:  # a loaded model keeps its labeler, counts and generator included
+            if isinstance(self.labeler_spec, Labeler):
+                self.labeler = self.labeler_spec
+            else:
+                self.labeler = make_labeler(
+                    self.labeler_spec, labels=self.routing_table.labels, seed=self.seed, **self.labeler_kwargs
+                )
+        if not hasattr(self, "label_log"):
+            self.label_log = []
         self.label_tracker = EpisodeLabelTracker(
             self.n_envs, self.labeler, self.routing_table.label_id, self.rollout_buffer.set_labels
         )

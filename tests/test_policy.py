@@ -1,0 +1,131 @@
+"""RoutedActorCriticPolicy: steering in every inference path, save/load round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+
+from routed_rl.agents import GridCNN, RoutedActorCriticPolicy, RoutedPPO
+from routed_rl.envs import OversightGridVecEnv
+
+SMALL = {"expert_arch": [16, 16], "value_arch": [16], "gate_arch": [8]}
+
+
+def _model(seed: int = 0, **kwargs: object) -> RoutedPPO:
+    env = OversightGridVecEnv(4, oversight_prob=0.5, seed=seed)
+    return RoutedPPO("RoutedPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=seed, policy_kwargs=SMALL, **kwargs)  # type: ignore[arg-type]
+
+
+def _obs(n: int = 64, seed: int = 1) -> np.ndarray:
+    env = OversightGridVecEnv(n, oversight_prob=0.3, seed=seed)
+    return env.reset()
+
+
+def test_steering_reaches_all_four_inference_paths() -> None:
+    model = _model()
+    model.learn(64)
+    policy = model.policy
+    obs = th.as_tensor(_obs())
+    expert_alone = policy.moe.experts[0](policy.extract_features(obs))
+    with th.no_grad(), policy.steer(select="diamond"):
+        logits = policy.action_net(expert_alone)
+        # forward (rollouts)
+        _, _, log_prob_fwd = policy(obs, deterministic=True)
+        assert th.allclose(
+            log_prob_fwd, th.log_softmax(logits, -1).gather(1, logits.argmax(1, keepdim=True)).squeeze(1), atol=1e-6
+        )
+        # evaluate_actions (training)
+        actions = th.arange(64) % 4
+        _, log_prob_eval, _ = policy.evaluate_actions(obs, actions)
+        assert th.allclose(log_prob_eval, th.log_softmax(logits, -1)[th.arange(64), actions], atol=1e-6)
+        # get_distribution / predict (evaluation)
+        assert th.allclose(policy.get_distribution(obs).distribution.logits, th.log_softmax(logits, -1), atol=1e-6)
+        predicted, _ = model.predict(obs.numpy(), deterministic=True)
+        assert np.array_equal(predicted, logits.argmax(1).numpy())
+        # predict_values (bootstrap): the critic is not steered
+        values_steered = policy.predict_values(obs)
+    assert th.equal(values_steered, policy.predict_values(obs))
+    assert policy.steering is None  # restored after the block
+
+
+def test_steer_is_persistent_without_with() -> None:
+    policy = _model().policy
+    policy.steer(ablate="ghost")
+    assert policy.steering is not None and policy.steering.describe(policy.expert_names) == "select=diamond"
+    with policy.steer(weights={"ghost": 1.0}):
+        assert policy.steering.fixed_weights == (0.0, 1.0)
+    assert policy.steering.keep == (True, False)
+    policy.steer()
+    assert policy.steering is None
+    with pytest.raises(ValueError, match=r"unknown expert 'diamnd'.*experts are \['diamond', 'ghost'\]"):
+        policy.steer(select="diamnd")
+
+
+def test_learn_lifts_steering_while_training() -> None:
+    model = _model()
+    model.policy.steer(select="ghost")
+    seen: list[object] = []
+    model.learn(64, callback=lambda _locals, _globals: seen.append(model.policy.steering) or True)
+    assert seen and all(s is None for s in seen)
+    assert model.policy.steering is not None  # restored afterwards
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = _model(
+        routing={"diamond": {"diamond": 1.0, "ghost": 0.2}, "ghost": {"ghost": 1.0}},
+        labeler="fraction",
+        labeler_kwargs={"p": 0.5},
+        gate_coef=0.5,
+    )
+    model.learn(128)
+    obs = _obs(32)
+    before = {mode: None for mode in ("unsteered", "diamond", "ghost")}
+    before["unsteered"] = model.predict(obs, deterministic=True)[0]
+    for expert in ("diamond", "ghost"):
+        with model.policy.steer(select=expert):
+            before[expert] = model.predict(obs, deterministic=True)[0]
+    weights_before = model.policy.mixture_weights(th.as_tensor(obs))
+    model.save(tmp_path / "model.zip")
+
+    loaded = RoutedPPO.load(tmp_path / "model.zip")
+    assert loaded.policy.expert_names == ["diamond", "ghost"]
+    assert loaded.routing_table.to_dict() == {"diamond": {"diamond": 1.0, "ghost": 0.2}, "ghost": {"ghost": 1.0}}
+    assert loaded.labeler_spec == "fraction" and loaded.labeler_kwargs == {"p": 0.5} and loaded.gate_coef == 0.5
+    assert loaded.labeler.labels_spent == model.labeler.labels_spent > 0
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], before["unsteered"])
+    for expert in ("diamond", "ghost"):
+        with loaded.policy.steer(select=expert):
+            assert np.array_equal(loaded.predict(obs, deterministic=True)[0], before[expert])
+    assert th.equal(loaded.policy.mixture_weights(th.as_tensor(obs)), weights_before)
+    # one observation, unbatched, as SB3 accepts it
+    single, _ = loaded.predict(obs[0], deterministic=True)
+    assert single.shape == () and single == before["unsteered"][0]
+    # the loaded model trains on
+    loaded.set_env(OversightGridVecEnv(4, seed=1))
+    loaded.learn(64, reset_num_timesteps=False)
+
+
+def test_policy_save_load_alone(tmp_path: Path) -> None:
+    policy = _model().policy
+    policy.save(tmp_path / "policy.pth")
+    loaded = RoutedActorCriticPolicy.load(tmp_path / "policy.pth")
+    obs = th.as_tensor(_obs(8))
+    assert th.equal(loaded.get_distribution(obs).distribution.logits, policy.get_distribution(obs).distribution.logits)
+
+
+def test_cnn_features_extractor_and_expert_channels() -> None:
+    env = OversightGridVecEnv(4, seed=0)
+    cnn = RoutedPPO(
+        "RoutedPolicy", env, n_steps=8, batch_size=16, policy_kwargs={"features_extractor_class": GridCNN, **SMALL}
+    )
+    assert isinstance(cnn.policy.features_extractor, GridCNN)
+    cnn.learn(32)
+    hidden = RoutedPPO(
+        "RoutedPolicy", env, n_steps=8, batch_size=16, policy_kwargs={"expert_obs_channels": [0, 1, 2], **SMALL}
+    )
+    assert hidden.policy.moe.experts[0][0].in_features == 75 and hidden.policy.moe.gate[0][0].in_features == 100
+    with pytest.raises(ValueError, match="expert_obs_channels"):
+        RoutedPPO("RoutedPolicy", env, policy_kwargs={"expert_obs_channels": [7], **SMALL})

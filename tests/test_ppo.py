@@ -1,0 +1,137 @@
+"""RoutedPPO: exactly SB3's PPO without routing or with one expert; routed updates touch only their experts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+
+from routed_rl.agents import RoutedActorCriticPolicy, RoutedPPO
+from routed_rl.envs import OversightGridVecEnv
+
+PPO_KWARGS = {"n_steps": 16, "batch_size": 32, "n_epochs": 3, "learning_rate": 1e-3, "ent_coef": 0.01}
+
+
+def _params(model: PPO) -> dict[str, th.Tensor]:
+    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "experts,routing_enabled",
+    [(["diamond", "ghost"], False), (["only"], True)],
+    ids=["two-experts-routing-off", "one-expert-routing-on"],
+)
+def test_matches_sb3_ppo_update_for_update(experts: list[str], routing_enabled: bool) -> None:
+    policy_kwargs = {"expert_names": experts, "expert_arch": [32, 32], "value_arch": [32], "gate_arch": []}
+    # with one expert, every terminal episode is labeled "only": routing is on and fires
+    routing = {"diamond": {"only": 1.0}, "ghost": {"only": 1.0}} if experts == ["only"] else None
+
+    def env() -> OversightGridVecEnv:
+        return OversightGridVecEnv(8, oversight_prob=1.0, seed=5)
+
+    def snapshots(model: PPO) -> list[dict[str, th.Tensor]]:
+        out = [_params(model)]
+        for _ in range(3):  # three rollouts and updates, compared after each
+            model.learn(8 * 16, reset_num_timesteps=False)
+            out.append(_params(model))
+        return out
+
+    # each model is built (which seeds the global RNGs) and trained before the next is built
+    ours = RoutedPPO(
+        RoutedActorCriticPolicy,
+        env(),
+        routing=routing,
+        routing_enabled=routing_enabled,
+        seed=5,
+        policy_kwargs=policy_kwargs,
+        **PPO_KWARGS,
+    )
+    ours_snaps = snapshots(ours)
+    ref_snaps = snapshots(PPO(RoutedActorCriticPolicy, env(), seed=5, policy_kwargs=policy_kwargs, **PPO_KWARGS))
+    for p_ours, p_ref in zip(ours_snaps, ref_snaps, strict=True):
+        assert p_ours.keys() == p_ref.keys()
+        for k in p_ref:
+            assert th.allclose(p_ours[k], p_ref[k], rtol=1e-6, atol=1e-7), k
+    assert any(not th.equal(ours_snaps[-1][k], ours_snaps[0][k]) for k in ours_snaps[0])  # it did train
+    if routing_enabled:
+        assert ours.labeler.labels_spent > 10
+
+
+class _LabelEverything(BaseCallback):
+    """Overwrites the rollout's labels with one label before the update, so every sample is routed."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        model: RoutedPPO = self.model  # type: ignore[assignment]
+        model.rollout_buffer.labels[:] = model.routing_table.label_id(self.label)
+
+
+@pytest.mark.parametrize("label,trained,frozen", [("diamond", 0, 1), ("ghost", 1, 0)], ids=["diamond", "ghost"])
+def test_routed_update_leaves_other_experts_and_gate_untouched(label: str, trained: int, frozen: int) -> None:
+    env = OversightGridVecEnv(8, seed=0)
+    model = RoutedPPO(
+        "RoutedPolicy", env, seed=0, gate_coef=0.0, policy_kwargs={"expert_arch": [16], "value_arch": [16]}, **PPO_KWARGS
+    )
+    before = _params(model)
+    model.learn(8 * 16, callback=_LabelEverything(label))
+    after = _params(model)
+    moved = {k for k in after if not th.equal(after[k], before[k])}
+    prefix = "mlp_extractor.actor."
+    assert any(k.startswith(f"{prefix}experts.{trained}.") for k in moved)
+    assert not any(k.startswith(f"{prefix}experts.{frozen}.") for k in moved), "a masked-out expert moved"
+    assert not any(k.startswith(f"{prefix}gate.") for k in moved), "the gate moved on labeled data"
+    assert any(k.startswith("mlp_extractor.critic.") for k in moved)  # the value net is not routed
+
+
+def test_first_minibatch_ratio_is_one_with_routing() -> None:
+    """Routing must not change forward values: on the first minibatch the PPO ratio is exactly 1."""
+    env = OversightGridVecEnv(8, oversight_prob=0.5, seed=2)
+    model = RoutedPPO("RoutedPolicy", env, seed=2, n_steps=16, batch_size=128, n_epochs=1, policy_kwargs={"expert_arch": [16]})
+    model.learn(8 * 16)
+    assert model.logger.name_to_value["train/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert model.logger.name_to_value["train/clip_fraction"] == 0.0
+
+
+def test_gate_learns_from_labels() -> None:
+    env = OversightGridVecEnv(32, oversight_prob=1.0, seed=0)
+    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=256, n_epochs=4, gate_coef=1.0, learning_rate=1e-3)
+    model.learn(32 * 16 * 6)
+    assert "train/gate_loss" in model.logger.name_to_value
+    assert model.labeler.label_fraction > 0.5
+
+
+def test_label_rewards_replace_the_env_reward_on_labeled_episodes() -> None:
+    env = OversightGridVecEnv(8, oversight_prob=1.0, seed=0)
+    rewards: list[float] = []
+
+    class _Rewards(BaseCallback):
+        def _on_step(self) -> bool:
+            for i in np.flatnonzero(self.locals["dones"]):
+                if self.locals["infos"][i]["outcome"] == "ghost":
+                    rewards.append(float(self.locals["rewards"][i]))
+            return True
+
+    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=64, label_rewards={"ghost": -1.0})
+    model.learn(8 * 16, callback=_Rewards())
+    assert rewards and all(r == -1.0 for r in rewards)
+    with pytest.raises(ValueError, match="unknown label 'gost'"):
+        RoutedPPO("RoutedPolicy", env, label_rewards={"gost": -1.0})
+
+
+def test_bad_arguments() -> None:
+    env = OversightGridVecEnv(2, seed=0)
+    with pytest.raises(ValueError, match="routing needs a RoutedActorCriticPolicy"):
+        RoutedPPO("MlpPolicy", env)
+    RoutedPPO("MlpPolicy", env, routing_enabled=False, n_steps=8, batch_size=16).learn(16)
+    with pytest.raises(ValueError, match="gate_coef"):
+        RoutedPPO("RoutedPolicy", env, gate_coef=-1)
+    with pytest.raises(ValueError, match="unknown expert 'ghots'"):
+        RoutedPPO("RoutedPolicy", env, routing={"ghost": {"ghots": 1.0}})
