@@ -94,15 +94,15 @@ class SteeringHandle:
         self._moe.steering = self._previous
 
 
-def channel_feature_index(observation_space: spaces.Space, channels: Sequence[int]) -> list[int]:
+def channel_feature_index(observation_space: spaces.Space, channels: Sequence[int], name: str = "channels") -> list[int]:
     """Indices, in the flattened observation, of the given channels of a (C, ...) Box observation."""
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) < 2:
-        raise ValueError("expert_obs_channels needs a Box observation of shape (C, ...)")
+        raise ValueError(f"{name} needs a Box observation of shape (C, ...)")
     n_channels = observation_space.shape[0]
     per_channel = int(np.prod(observation_space.shape[1:]))
     bad = [c for c in channels if not 0 <= c < n_channels]
     if bad or not channels:
-        raise ValueError(f"expert_obs_channels must be non-empty channel indices in [0, {n_channels}), got {list(channels)}")
+        raise ValueError(f"{name} must be non-empty channel indices in [0, {n_channels}), got {list(channels)}")
     return [c * per_channel + j for c in sorted(set(channels)) for j in range(per_channel)]
 
 
@@ -113,8 +113,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     :param expert_arch: hidden widths of each expert (default 256, 256 as in the paper)
     :param gate_arch: hidden widths of the gate before its linear layer
     :param value_arch: hidden widths of the value network (not routed)
-    :param expert_obs_channels: if set, the experts see only these observation channels (the gate sees all);
-        needs the default ``FlattenExtractor``
+    :param expert_obs_channels: if set, the experts see only these observation channels (e.g. ``[0, 1, 2]``
+        hides OversightGrid's oversight mask); needs the default ``FlattenExtractor``
+    :param gate_obs_channels: likewise for the gate
     :param kwargs: passed to SB3's ``ActorCriticPolicy`` (``activation_fn``, ``ortho_init``, ``features_extractor_class``, ...)
     """
 
@@ -128,6 +129,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         gate_arch: Sequence[int] = (),
         value_arch: Sequence[int] = (256, 256),
         expert_obs_channels: Sequence[int] | None = None,
+        gate_obs_channels: Sequence[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         **kwargs: Any,
     ) -> None:
@@ -137,17 +139,16 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         self.gate_arch = list(gate_arch)
         self.value_arch = list(value_arch)
         self.expert_obs_channels = None if expert_obs_channels is None else list(expert_obs_channels)
-        if (
-            self.expert_obs_channels is not None
-            and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor
-        ):
-            raise ValueError("expert_obs_channels works with the default FlattenExtractor only")
+        self.gate_obs_channels = None if gate_obs_channels is None else list(gate_obs_channels)
+        selecting = self.expert_obs_channels is not None or self.gate_obs_channels is not None
+        if selecting and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor:
+            raise ValueError("expert_obs_channels and gate_obs_channels work with the default FlattenExtractor only")
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        index = None
-        if self.expert_obs_channels is not None:
-            index = channel_feature_index(self.observation_space, self.expert_obs_channels)
+        def index(channels: Any, name: str) -> list[int] | None:
+            return None if channels is None else channel_feature_index(self.observation_space, channels, name)
+
         self.mlp_extractor = RoutedExtractor(  # type: ignore[assignment]
             self.features_dim,
             value_arch=self.value_arch,
@@ -155,7 +156,8 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             expert_names=self.expert_names,
             expert_arch=self.expert_arch,
             gate_arch=self.gate_arch,
-            expert_input_index=index,
+            expert_input_index=index(self.expert_obs_channels, "expert_obs_channels"),
+            gate_input_index=index(self.gate_obs_channels, "gate_obs_channels"),
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -166,6 +168,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             gate_arch=self.gate_arch,
             value_arch=self.value_arch,
             expert_obs_channels=self.expert_obs_channels,
+            gate_obs_channels=self.gate_obs_channels,
         )
         return data
 
@@ -222,4 +225,4 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         with th.no_grad():
             features = self.extract_features(obs)
             pi_features = features if self.share_features_extractor else features[0]
-            return self.moe.mixture_weights(self.moe.gate(pi_features))
+            return self.moe.mixture_weights(self.moe.gate_logits(pi_features))  # type: ignore[arg-type]

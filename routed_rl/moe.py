@@ -36,8 +36,9 @@ class MixtureOfExperts(nn.Module):
     :param expert_arch: hidden widths of each expert (the paper: 256, 256); the output size is the last width
     :param gate_arch: hidden widths of the gate before its linear layer to N logits
     :param activation_fn: activation class
-    :param expert_input_index: optional feature indices the experts see (the gate always sees every feature),
-        e.g. to hide the oversight mask from the experts
+    :param expert_input_index: optional feature indices the experts see (default: all), e.g. to hide the
+        oversight mask from the experts
+    :param gate_input_index: optional feature indices the gate sees (default: all)
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class MixtureOfExperts(nn.Module):
         gate_arch: Sequence[int] = (),
         activation_fn: type[nn.Module] = nn.ReLU,
         expert_input_index: Sequence[int] | None = None,
+        gate_input_index: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if len(expert_arch) == 0:
@@ -56,23 +58,33 @@ class MixtureOfExperts(nn.Module):
         self.n_experts = len(self.expert_names)
         if self.n_experts < 1 or len(set(self.expert_names)) != self.n_experts:
             raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
-        if expert_input_index is None:
-            self.register_buffer("expert_input_index", None)
-            expert_in = in_dim
-        else:
-            index = th.as_tensor(list(expert_input_index), dtype=th.long)
-            if index.numel() == 0 or index.min() < 0 or index.max() >= in_dim:
-                raise ValueError(
-                    f"expert_input_index must be non-empty indices in [0, {in_dim}), got {list(expert_input_index)}"
-                )
-            self.register_buffer("expert_input_index", index)
-            expert_in = index.numel()
+        expert_in = self._register_index("expert_input_index", expert_input_index, in_dim)
+        gate_in = self._register_index("gate_input_index", gate_input_index, in_dim)
         self.experts = nn.ModuleList([mlp(expert_in, expert_arch, activation_fn) for _ in self.expert_names])
         self.gate = nn.Sequential(
-            mlp(in_dim, gate_arch, activation_fn), nn.Linear(gate_arch[-1] if gate_arch else in_dim, self.n_experts)
+            mlp(gate_in, gate_arch, activation_fn), nn.Linear(gate_arch[-1] if gate_arch else gate_in, self.n_experts)
         )
         self.latent_dim = int(expert_arch[-1])
         self.steering: Steering | None = None
+
+    def _register_index(self, name: str, index: Sequence[int] | None, in_dim: int) -> int:
+        """Store an optional input-feature selection as a buffer; return the selected input size."""
+        if index is None:
+            self.register_buffer(name, None)
+            return in_dim
+        tensor = th.as_tensor(list(index), dtype=th.long)
+        if tensor.numel() == 0 or tensor.min() < 0 or tensor.max() >= in_dim:
+            raise ValueError(f"{name} must be non-empty indices in [0, {in_dim}), got {list(index)}")
+        self.register_buffer(name, tensor)
+        return tensor.numel()
+
+    @staticmethod
+    def _select(features: th.Tensor, index: th.Tensor | None) -> th.Tensor:
+        return features if index is None else features[:, index]
+
+    def gate_logits(self, features: th.Tensor) -> th.Tensor:
+        """(batch, n_experts) raw gate logits."""
+        return self.gate(self._select(features, self.gate_input_index))  # type: ignore[arg-type]
 
     def mixture_weights(self, logits: th.Tensor) -> th.Tensor:
         """Softmax of the gate logits, with the current steering applied."""
@@ -102,10 +114,9 @@ class MixtureOfExperts(nn.Module):
         """
         if route_weight is not None and gate_route_weight is None:
             gate_route_weight = (route_weight == 1).all(dim=1).to(features.dtype)
-        logits = self.gate(features)
+        logits = self.gate_logits(features)
         weights = self.mixture_weights(route(logits, gate_route_weight))
-        index: th.Tensor | None = self.expert_input_index  # type: ignore[assignment]
-        expert_in = features if index is None else features[:, index]
+        expert_in = self._select(features, self.expert_input_index)  # type: ignore[arg-type]
         latent = features.new_zeros((features.shape[0], self.latent_dim))
         keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
         for k, expert in enumerate(self.experts):

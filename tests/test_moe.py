@@ -103,7 +103,7 @@ def test_steering_select_ablate_weights() -> None:
     moe.steering = resolve_steering(NAMES, select="ghost")
     assert th.equal(moe(x)[0], expert_out[1])
     moe.steering = resolve_steering(NAMES, ablate=["ghost"])
-    gate = th.softmax(moe.gate(x), dim=-1)
+    gate = th.softmax(moe.gate_logits(x), dim=-1)
     renorm = gate[:, [0, 2]] / gate[:, [0, 2]].sum(dim=1, keepdim=True)
     expected = renorm[:, :1] * expert_out[0] + renorm[:, 1:] * expert_out[2]
     assert th.allclose(moe(x)[0], expected, atol=1e-6)
@@ -136,6 +136,6 @@ def test_expert_input_index_hides_features_from_experts_only() -> None:
     x2 = x.clone()
     x2[:, 6:] += 1.0  # change only the hidden features
     assert all(th.equal(e(x[:, :6]), e(x2[:, :6])) for e in moe.experts)
-    assert not th.equal(moe.gate(x), moe.gate(x2))
+    assert not th.equal(moe.gate_logits(x), moe.gate_logits(x2))
     with pytest.raises(ValueError, match="expert_input_index"):
         _moe(expert_input_index=[12])
