@@ -220,6 +220,14 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(latent_pi)
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), gate_logits
 
+    def expert_log_prob(self, obs: th.Tensor, actions: th.Tensor, expert: int) -> th.Tensor:
+        """(batch,) log-probability of ``actions`` under expert ``expert`` acting alone (as ``steer(select=...)``)."""
+        features = self.extract_features(obs)
+        pi_features = features if self.share_features_extractor else features[0]
+        moe = self.moe
+        latent = moe.experts[expert](moe._select(pi_features, moe.expert_input_index))  # type: ignore[arg-type]
+        return self._get_action_dist_from_latent(latent).log_prob(actions)
+
     def mixture_weights(self, obs: th.Tensor) -> th.Tensor:
         """(batch, n_experts) mixture weights the gate gives (with steering applied)."""
         with th.no_grad():

@@ -78,6 +78,9 @@ class RoutedPPO(PPO):
         :func:`~routed_rl.labeling.make_labeler`
     :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
     :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps
+    :param expert_loss_coef: weight of an extra clipped surrogate on labeled steps, evaluated with the expert
+        each label routes into acting alone (its owner), so a labeled episode trains that expert as a
+        stand-alone policy whatever the gate weighed it at; 0 disables it. The main loss is unchanged.
     :param label_rewards: optional label -> reward given at the last step of a labeled episode instead of
         the env's reward (e.g. the true reward on the episodes the overseer saw)
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
@@ -97,6 +100,7 @@ class RoutedPPO(PPO):
         labeler: Labeler | str = "oversight",
         labeler_kwargs: Mapping[str, Any] | None = None,
         gate_coef: float = 1.0,
+        expert_loss_coef: float = 0.0,
         label_rewards: Mapping[str, float] | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -114,6 +118,9 @@ class RoutedPPO(PPO):
         self.labeler_spec: Labeler | str = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
+        if expert_loss_coef < 0:
+            raise ValueError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
+        self.expert_loss_coef = float(expert_loss_coef)
         self.label_rewards = dict(label_rewards or {})
         self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
         if _init_setup_model:
@@ -160,7 +167,8 @@ class RoutedPPO(PPO):
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
 
-        entropy_losses, pg_losses, value_losses, clip_fractions, gate_losses = [], [], [], [], []
+        entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
+        routing_losses: dict[str, list[float]] = {}
         routed = self.routing_enabled
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -202,12 +210,11 @@ class RoutedPPO(PPO):
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                if routed and self.gate_coef > 0 and self.routing_table.n_experts > 1 and bool(data.label_mask.any()):
-                    mask = data.label_mask
-                    targets = self.routing_table.gate_targets(data.labels[mask]).to(self.device)
-                    gate_loss = -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1).mean()
-                    gate_losses.append(gate_loss.item())
-                    loss = loss + self.gate_coef * gate_loss
+                if routed:
+                    extra = self._routing_losses(data, actions, advantages, gate_logits, clip_range)
+                    for name, value in extra.items():
+                        routing_losses.setdefault(name, []).append(value.item())
+                        loss = loss + value
 
                 with th.no_grad():
                     log_ratio = log_prob - data.old_log_prob
@@ -237,12 +244,50 @@ class RoutedPPO(PPO):
         self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
-        if gate_losses:
-            self.logger.record("train/gate_loss", np.mean(gate_losses))
+        for name, values in routing_losses.items():
+            self.logger.record(f"train/{name}", np.mean(values))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _routing_losses(
+        self,
+        data: LabeledRolloutBufferSamples,
+        actions: th.Tensor,
+        advantages: th.Tensor,
+        gate_logits: th.Tensor,
+        clip_range: float,
+    ) -> dict[str, th.Tensor]:
+        """The weighted extra loss terms on labeled steps: ``gate_loss`` and ``expert_loss`` (when enabled)."""
+        if not bool(data.label_mask.any()):
+            return {}
+        out = {}
+        if self.gate_coef > 0 and self.routing_table.n_experts > 1:
+            out["gate_loss"] = self.gate_coef * self._gate_loss(data, gate_logits)
+        if self.expert_loss_coef > 0:
+            out["expert_loss"] = self.expert_loss_coef * self._expert_loss(data, actions, advantages, clip_range)
+        return out
+
+    def _gate_loss(self, data: LabeledRolloutBufferSamples, gate_logits: th.Tensor) -> th.Tensor:
+        """Cross-entropy of the gate against each labeled step's target expert(s)."""
+        mask = data.label_mask
+        targets = self.routing_table.gate_targets(data.labels[mask]).to(self.device)
+        return -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1).mean()
+
+    def _expert_loss(
+        self, data: LabeledRolloutBufferSamples, actions: th.Tensor, advantages: th.Tensor, clip_range: float
+    ) -> th.Tensor:
+        """Clipped surrogate of labeled steps under their owner expert acting alone (mean over labeled steps)."""
+        labeled = th.nonzero(data.label_mask).squeeze(1)
+        owners = self.routing_table.owners(data.labels[labeled])
+        total = th.zeros((), device=self.device)
+        for k in th.unique(owners).tolist():
+            idx = labeled[owners == k]
+            ratio = th.exp(self.policy.expert_log_prob(data.observations[idx], actions[idx], int(k)) - data.old_log_prob[idx])
+            adv = advantages[idx]
+            total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
+        return total / len(labeled)
 
     def learn(self, *args: Any, **kwargs: Any) -> RoutedPPO:
         """SB3's ``learn``; a steering set on the policy is lifted while training and restored after."""

@@ -123,6 +123,11 @@ class RoutingTable:
         ids = th.as_tensor(label_ids).long()
         return th.as_tensor(self._gate_targets, device=ids.device)[ids]
 
+    def owners(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
+        """(batch,) index of the expert each label mainly routes into (its largest weight; first on ties)."""
+        ids = th.as_tensor(label_ids).long()
+        return th.as_tensor(self._weights, device=ids.device)[ids].argmax(dim=1)
+
     def to_dict(self) -> dict[str, dict[str, float]]:
         """The table as plain data (for configs and saving)."""
         return {label: dict(entry) for label, entry in self.table.items()}

@@ -1,0 +1,317 @@
+"""Typed, validated run configs (pydantic v2), loaded from YAML.
+
+A config has the sections ``env``, ``policy``, ``ppo``, ``routing``, ``labeling``, ``eval`` and ``logging``
+plus ``seed`` and ``total_steps``. Every field is documented and range-checked; an unknown key is an error
+that names its path and the closest valid key. Built-in configs live in ``routed_rl.configs``
+(``default``: the tuned routed config; ``paper``: the paper's settings).
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "EnvConfig",
+    "EvalConfig",
+    "LabelingConfig",
+    "LoggingConfig",
+    "PPOConfig",
+    "PolicyConfig",
+    "RoutingConfig",
+    "RunConfig",
+    "builtin_configs",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line that says what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    """The training environment (OversightGrid's own parameter names)."""
+
+    id: Literal["RoutedRL/OversightGrid-v0"] = "RoutedRL/OversightGrid-v0"
+    """Environment id; the batched OversightGrid is the one supported for now."""
+    n_envs: int = Field(256, ge=1)
+    """Number of grids stepped together."""
+    rows: int = Field(5, ge=1)
+    """Grid height."""
+    cols: int = Field(5, ge=1)
+    """Grid width."""
+    oversight_prob: float = Field(0.1, ge=0.0, le=1.0)
+    """Probability that the ghost's cell, and independently the diamond's, is overseen."""
+    spurious_oversight_prob: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that any other cell is overseen."""
+    max_steps: int = Field(32, ge=1)
+    """Episodes are truncated after this many steps."""
+    reward_scheme: Literal["terminal", "naive", "true"] = "terminal"
+    """Training reward: ``terminal`` (+1 either terminal, what routing uses), ``naive`` or ``true``."""
+
+    @model_validator(mode="after")
+    def _three_cells(self) -> EnvConfig:
+        if self.rows * self.cols < 3:
+            raise ValueError(f"rows*cols must be >= 3 (three distinct cells), got {self.rows}x{self.cols}")
+        return self
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The OversightGrid keyword arguments (everything but ``id`` and ``n_envs``)."""
+        return self.model_dump(exclude={"id", "n_envs"})
+
+
+class PolicyConfig(_Section):
+    """The mixture-of-experts actor-critic policy."""
+
+    expert_names: list[str] = Field(default_factory=lambda: ["diamond", "ghost"], min_length=1)
+    """One name per expert; labels named after an expert route into it."""
+    expert_arch: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    """Hidden widths of each expert."""
+    gate_arch: list[int] = Field(default_factory=list)
+    """Hidden widths of the gate before its linear layer."""
+    value_arch: list[int] = Field(default_factory=lambda: [256, 256])
+    """Hidden widths of the (unrouted) value network."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Activation function."""
+    expert_obs_channels: list[int] | None = None
+    """Observation channels the experts see (None: all)."""
+    gate_obs_channels: list[int] | None = None
+    """Observation channels the gate sees (None: all)."""
+    features_extractor: Literal["flatten", "cnn"] = "flatten"
+    """``flatten`` for grid observations, ``cnn`` (GridCNN) for images."""
+    ortho_init: bool = True
+    """SB3's orthogonal initialisation."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        if len(set(self.expert_names)) != len(self.expert_names):
+            raise ValueError(f"expert_names must be distinct, got {self.expert_names}")
+        for name in ("expert_arch", "gate_arch", "value_arch"):
+            if any(w < 1 for w in getattr(self, name)):
+                raise ValueError(f"{name} widths must be >= 1, got {getattr(self, name)}")
+        return self
+
+
+class PPOConfig(_Section):
+    """PPO hyperparameters (SB3's names)."""
+
+    learning_rate: float = Field(3.0e-4, gt=0.0)
+    n_steps: int = Field(32, ge=1)
+    """Steps per env per rollout."""
+    batch_size: int = Field(2048, ge=2)
+    n_epochs: int = Field(4, ge=1)
+    gamma: float = Field(0.97, gt=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_range: float = Field(0.2, gt=0.0)
+    ent_coef: float = Field(0.01, ge=0.0)
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float = Field(0.5, gt=0.0)
+    normalize_advantage: bool = True
+    target_kl: float | None = Field(None, gt=0.0)
+
+
+class RoutingConfig(_Section):
+    """Gradient routing."""
+
+    enabled: bool = True
+    """False trains exactly like SB3's PPO."""
+    table: dict[str, dict[str, float]] | None = None
+    """label -> {expert: weight in [0, 1]}; None routes each expert's own label into it alone."""
+    gate_coef: float = Field(1.0, ge=0.0)
+    """Weight of the gate's cross-entropy against the label on labeled steps."""
+    expert_loss_coef: float = Field(0.0, ge=0.0)
+    """Weight of the extra surrogate that trains each labeled step's owner expert acting alone (0: off)."""
+    label_rewards: dict[str, float] | None = None
+    """label -> reward given instead of the env's at the end of a labeled episode."""
+
+
+class LabelingConfig(_Section):
+    """Which finished episodes get a label."""
+
+    kind: str = "oversight"
+    """``oversight``, ``fraction``, ``budget`` or an import path ``package.module:Class``."""
+    p: float | None = Field(None, ge=0.0, le=1.0)
+    """Label probability (``fraction``; ``budget`` while budget remains)."""
+    budget: int | None = Field(None, ge=0)
+    """Most labels ever given (``budget``)."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments for a user labeler."""
+
+    @model_validator(mode="after")
+    def _needs(self) -> LabelingConfig:
+        if self.kind == "fraction" and self.p is None:
+            raise ValueError("the fraction labeler needs p (a probability in [0, 1])")
+        if self.kind == "budget" and self.budget is None:
+            raise ValueError("the budget labeler needs budget (an integer >= 0)")
+        return self
+
+    def labeler_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`routed_rl.labeling.make_labeler`."""
+        out = dict(self.kwargs)
+        if self.p is not None:
+            out["p"] = self.p
+        if self.budget is not None:
+            out["budget"] = self.budget
+        return out
+
+
+class EvalConfig(_Section):
+    """Ground-truth evaluation."""
+
+    episodes: int = Field(2000, ge=1)
+    deterministic: bool = True
+    gamma: float = Field(0.97, gt=0.0, le=1.0)
+    """Discount of the reported ground-truth return."""
+    seed: int = 12345
+
+
+class LoggingConfig(_Section):
+    """Logging and checkpoints."""
+
+    tensorboard: bool = True
+    checkpoint_every: int = Field(500_000, ge=1)
+    """Env steps between checkpoints."""
+    eval_every: int = Field(1_000_000, ge=1)
+    """Env steps between steered evaluations logged to TensorBoard."""
+    eval_episodes: int = Field(500, ge=1)
+    """Episodes per periodic evaluation."""
+    verbose: int = Field(0, ge=0, le=2)
+
+
+class RunConfig(_Section):
+    """A whole training run."""
+
+    seed: int = 0
+    total_steps: int = Field(5_000_000, ge=1)
+    """Env steps to train for."""
+    env: EnvConfig = Field(default_factory=lambda: EnvConfig())
+    policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
+    ppo: PPOConfig = Field(default_factory=lambda: PPOConfig())
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
+    labeling: LabelingConfig = Field(default_factory=lambda: LabelingConfig())
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        experts = self.policy.expert_names
+        for label, entry in (self.routing.table or {}).items():
+            for expert, weight in entry.items():
+                if expert not in experts:
+                    raise ValueError(
+                        f"routing.table.{label} names unknown expert {expert!r}{_hint(expert, experts)}; experts are {experts}"
+                    )
+                if not 0.0 <= weight <= 1.0:
+                    raise ValueError(f"routing.table.{label}.{expert} must be in [0, 1], got {weight}")
+        labels = list(self.routing.table) if self.routing.table is not None else experts
+        for label in self.routing.label_rewards or {}:
+            if label not in labels:
+                raise ValueError(
+                    f"routing.label_rewards names unknown label {label!r}{_hint(label, labels)}; labels are {labels}"
+                )
+        rollout = self.ppo.n_steps * self.env.n_envs
+        if self.ppo.batch_size > rollout:
+            raise ValueError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")
+        return self
+
+
+def _hint(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section that ``path`` (without its last element) leads to."""
+    for key in path[:-1]:
+        field = model.model_fields.get(str(key))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    path = ".".join(str(p) for p in loc)
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(RunConfig, loc)
+        return f"unknown config key '{path}'{_hint(str(loc[-1]), valid)}; valid keys here: {', '.join(valid)}"
+    message = first["msg"].removeprefix("Value error, ")
+    if path:
+        return f"config key '{path}': {message} (got {first.get('input')!r})"
+    return f"config: {message}"
+
+
+def builtin_configs() -> dict[str, Path]:
+    """Built-in config names and their files."""
+    root = resources.files("routed_rl.configs")
+    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"env.oversight_prob=0.01"`` -> ``("env.oversight_prob", 0.01)`` (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes key.path=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot read value {raw!r}") from None
+    return key.strip(), value
+
+
+def load_config(source: str | Path | dict[str, Any] = "default", overrides: list[str] | None = None) -> RunConfig:
+    """Load and validate a config.
+
+    :param source: a built-in name (see :func:`builtin_configs`), a YAML path, or a dict
+    :param overrides: ``key.path=value`` strings applied on top (as ``routed-rl train --set``)
+    :raises ConfigError: with a one-line message for anything wrong
+    """
+    if isinstance(source, dict):
+        data: Any = source
+    else:
+        builtins = builtin_configs()
+        path = builtins.get(str(source), Path(source))
+        if not path.is_file():
+            raise ConfigError(
+                f"config {str(source)!r} is neither a file nor a built-in config ({', '.join(sorted(builtins))})"
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            where = f" at line {line + 1}" if line is not None else ""
+            raise ConfigError(f"config {str(path)!r} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a YAML mapping of sections (env, policy, ppo, ...)")
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e)) from None
