@@ -16,8 +16,9 @@ __all__ = ["LabeledRolloutBuffer", "LabeledRolloutBufferSamples"]
 
 
 class LabeledRolloutBufferSamples(NamedTuple):
-    """SB3's ``RolloutBufferSamples`` fields plus ``labels`` (batch,) long, -1 = unlabeled, and ``label_mask``
-    (batch,) bool, True where the step is labeled."""
+    """SB3's ``RolloutBufferSamples`` fields plus ``labels`` (batch,) long, -1 = unlabeled, ``label_mask``
+    (batch,) bool, True where the step is labeled, and ``owner_log_prob`` (batch,) float, the log-probability
+    of the action under the expert its label routes into, acting alone, before the update (0 if unset)."""
 
     observations: th.Tensor
     actions: th.Tensor
@@ -27,6 +28,7 @@ class LabeledRolloutBufferSamples(NamedTuple):
     returns: th.Tensor
     labels: th.Tensor
     label_mask: th.Tensor
+    owner_log_prob: th.Tensor
 
 
 class LabeledRolloutBuffer(RolloutBuffer):
@@ -37,9 +39,11 @@ class LabeledRolloutBuffer(RolloutBuffer):
     """
 
     labels: np.ndarray
+    owner_log_probs: np.ndarray
 
     def reset(self) -> None:
         self.labels = np.full((self.buffer_size, self.n_envs), UNLABELED, dtype=np.int64)
+        self.owner_log_probs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         super().reset()
 
     def set_labels(self, rows: np.ndarray, env: int, label_id: int) -> None:
@@ -51,6 +55,7 @@ class LabeledRolloutBuffer(RolloutBuffer):
     def get(self, batch_size: int | None = None) -> Generator[LabeledRolloutBufferSamples, None, None]:  # type: ignore[override]
         if not self.generator_ready:
             self.labels = self.swap_and_flatten(self.labels)
+            self.owner_log_probs = self.swap_and_flatten(self.owner_log_probs)
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> LabeledRolloutBufferSamples:  # type: ignore[override]
@@ -60,4 +65,5 @@ class LabeledRolloutBuffer(RolloutBuffer):
             *base,
             labels=self.to_torch(labels).long(),
             label_mask=self.to_torch(labels >= 0).bool(),
+            owner_log_prob=self.to_torch(self.owner_log_probs[batch_inds].flatten()),
         )

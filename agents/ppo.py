@@ -58,6 +58,8 @@ class _LabelingCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         model = self.model
+        if model.routing_enabled and model.expert_loss_coef > 0:
+            model._store_owner_log_probs()
         labeler, tracker = model.labeler, model.label_tracker
         self.logger.record("routing/labels_spent", labeler.labels_spent)
         self.logger.record("routing/label_fraction", labeler.label_fraction)
@@ -79,8 +81,9 @@ class RoutedPPO(PPO):
     :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
     :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps
     :param expert_loss_coef: weight of an extra clipped surrogate on labeled steps, evaluated with the expert
-        each label routes into acting alone (its owner), so a labeled episode trains that expert as a
-        stand-alone policy whatever the gate weighed it at; 0 disables it. The main loss is unchanged.
+        each label routes into acting alone (its owner) against that expert's own pre-update log-probability,
+        so a labeled episode trains that expert as a stand-alone policy whatever the gate weighed it at;
+        0 disables it. The main loss is unchanged.
     :param label_rewards: optional label -> reward given at the last step of a labeled episode instead of
         the env's reward (e.g. the true reward on the episodes the overseer saw)
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
@@ -275,16 +278,37 @@ class RoutedPPO(PPO):
         targets = self.routing_table.gate_targets(data.labels[mask]).to(self.device)
         return -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1).mean()
 
+    def _store_owner_log_probs(self) -> None:
+        """Before the update, record each labeled step's action log-probability under its owner expert alone."""
+        buffer = self.rollout_buffer
+        rows, envs = np.nonzero(buffer.labels >= 0)
+        if len(rows) == 0:
+            return
+        obs = th.as_tensor(buffer.observations[rows, envs], device=self.device)
+        actions = th.as_tensor(buffer.actions[rows, envs], device=self.device).long().flatten()
+        owners = self.routing_table.owners(buffer.labels[rows, envs])
+        out = th.zeros(len(rows), device=self.device)
+        with th.no_grad():
+            for k in th.unique(owners).tolist():
+                idx = owners == k
+                out[idx] = self.policy.expert_log_prob(obs[idx], actions[idx], int(k))
+        buffer.owner_log_probs[rows, envs] = out.cpu().numpy()
+
     def _expert_loss(
         self, data: LabeledRolloutBufferSamples, actions: th.Tensor, advantages: th.Tensor, clip_range: float
     ) -> th.Tensor:
-        """Clipped surrogate of labeled steps under their owner expert acting alone (mean over labeled steps)."""
+        """Clipped surrogate of labeled steps under their owner expert acting alone (mean over labeled steps).
+
+        The ratio is taken against the owner expert's own log-probability before this update (not the
+        mixture's), so it starts at 1 and clipping bounds how far one update moves the expert."""
         labeled = th.nonzero(data.label_mask).squeeze(1)
         owners = self.routing_table.owners(data.labels[labeled])
         total = th.zeros((), device=self.device)
         for k in th.unique(owners).tolist():
             idx = labeled[owners == k]
-            ratio = th.exp(self.policy.expert_log_prob(data.observations[idx], actions[idx], int(k)) - data.old_log_prob[idx])
+            ratio = th.exp(
+                self.policy.expert_log_prob(data.observations[idx], actions[idx], int(k)) - data.owner_log_prob[idx]
+            )
             adv = advantages[idx]
             total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
         return total / len(labeled)

@@ -135,3 +135,37 @@ def test_bad_arguments() -> None:
         RoutedPPO("RoutedPolicy", env, gate_coef=-1)
     with pytest.raises(ValueError, match="unknown expert 'ghots'"):
         RoutedPPO("RoutedPolicy", env, routing={"ghost": {"ghots": 1.0}})
+
+
+def test_expert_loss_trains_only_the_owner_expert() -> None:
+    env = OversightGridVecEnv(8, seed=0)
+    model = RoutedPPO(
+        "RoutedPolicy",
+        env,
+        seed=0,
+        gate_coef=0.0,
+        expert_loss_coef=1.0,
+        routing={"diamond": {"diamond": 1.0}, "ghost": {"diamond": 1.0}},
+        policy_kwargs={"expert_arch": [16], "value_arch": [16]},
+        **PPO_KWARGS,
+    )
+    recorded: dict[str, np.ndarray] = {}
+
+    class _Relabel(_LabelEverything):
+        def _on_rollout_end(self) -> None:
+            super()._on_rollout_end()
+            self.model._store_owner_log_probs()  # type: ignore[attr-defined]
+            buffer = self.model.rollout_buffer
+            recorded["owner"] = buffer.owner_log_probs.copy()  # type: ignore[attr-defined]
+            obs = th.as_tensor(buffer.observations.reshape(-1, 4, 5, 5))
+            actions = th.as_tensor(buffer.actions.reshape(-1)).long()
+            with th.no_grad():
+                recorded["expected"] = self.model.policy.expert_log_prob(obs, actions, 0).numpy().reshape(16, 8)  # type: ignore[attr-defined]
+
+    before = _params(model)
+    model.learn(8 * 16, callback=_Relabel("ghost"))  # "ghost" labels are owned by the diamond expert here
+    np.testing.assert_allclose(recorded["owner"], recorded["expected"], rtol=1e-5, atol=1e-6)
+    moved = {k for k, v in _params(model).items() if not th.equal(v, before[k])}
+    assert any(k.startswith("mlp_extractor.actor.experts.0.") for k in moved)
+    assert not any(k.startswith(("mlp_extractor.actor.experts.1.", "mlp_extractor.actor.gate.")) for k in moved)
+    assert "train/expert_loss" in model.logger.name_to_value
