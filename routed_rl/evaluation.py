@@ -77,7 +77,7 @@ def evaluate(
         if hasattr(policy, "steer")
         else None
     )
-    mode = "unsteered" if handle is None or policy.steering is None else policy.steering.describe(policy.expert_names)
+    mode = "unsteered" if handle is None or policy.steering is None else policy.steering.name
     try:
         t = 0
         while (outcome < 0).any():

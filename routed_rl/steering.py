@@ -25,16 +25,8 @@ class Steering:
 
     keep: tuple[bool, ...]
     fixed_weights: tuple[float, ...] | None = None
-
-    def describe(self, expert_names: Sequence[str]) -> str:
-        """A short human-readable form, e.g. ``select=diamond`` or ``ablate=ghost``."""
-        if self.fixed_weights is not None:
-            return "weights=" + ",".join(f"{e}:{w:g}" for e, w in zip(expert_names, self.fixed_weights, strict=True))
-        kept = [e for e, k in zip(expert_names, self.keep, strict=True) if k]
-        dropped = [e for e, k in zip(expert_names, self.keep, strict=True) if not k]
-        if not dropped:
-            return "unsteered"
-        return f"select={kept[0]}" if len(kept) == 1 else "ablate=" + ",".join(dropped)
+    name: str = ""
+    """How it was asked for, e.g. ``select=diamond``, ``ablate=ghost`` or ``weights=diamond:0.75,ghost:0.25``."""
 
 
 def _check_name(name: str, expert_names: Sequence[str]) -> None:
@@ -64,7 +56,7 @@ def resolve_steering(
     names = list(expert_names)
     if select is not None:
         _check_name(select, names)
-        return Steering(keep=tuple(e == select for e in names))
+        return Steering(keep=tuple(e == select for e in names), name=f"select={select}")
     if ablate is not None:
         dropped = [ablate] if isinstance(ablate, str) else list(ablate)
         for name in dropped:
@@ -72,7 +64,7 @@ def resolve_steering(
         keep = tuple(e not in dropped for e in names)
         if not any(keep):
             raise ValueError(f"cannot ablate every expert; experts are {names}")
-        return Steering(keep=keep)
+        return Steering(keep=keep, name="ablate=" + ",".join(dropped))
     if weights is not None:
         for name, w in weights.items():
             _check_name(name, names)
@@ -82,5 +74,6 @@ def resolve_steering(
         if total <= 0:
             raise ValueError(f"steering weights must have a positive sum; experts are {names}")
         fixed = tuple(float(weights.get(e, 0.0)) / total for e in names)
-        return Steering(keep=tuple(w > 0 for w in fixed), fixed_weights=fixed)
+        name = "weights=" + ",".join(f"{e}:{w:g}" for e, w in zip(names, fixed, strict=True))
+        return Steering(keep=tuple(w > 0 for w in fixed), fixed_weights=fixed, name=name)
     return None

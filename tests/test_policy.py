@@ -54,7 +54,7 @@ def test_steering_reaches_all_four_inference_paths() -> None:
 def test_steer_is_persistent_without_with() -> None:
     policy = _model().policy
     policy.steer(ablate="ghost")
-    assert policy.steering is not None and policy.steering.describe(policy.expert_names) == "select=diamond"
+    assert policy.steering is not None and policy.steering.name == "ablate=ghost"
     with policy.steer(weights={"ghost": 1.0}):
         assert policy.steering.fixed_weights == (0.0, 1.0)
     assert policy.steering.keep == (True, False)
