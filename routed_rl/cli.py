@@ -1,12 +1,32 @@
-"""The ``routed-rl`` command line."""
+"""The ``routed-rl`` command line: ``train``, ``eval``, ``export`` and ``configs``.
+
+Bad input (a wrong config key, an out-of-range value, an unknown expert, a missing or corrupt model file)
+prints one line starting with ``error:`` and exits with code 2, without a traceback.
+"""
 
 from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from routed_rl import __version__
 
-app = typer.Typer(help="routed-rl: train PPO agents whose behaviours live in removable experts.", no_args_is_help=True)
+app = typer.Typer(
+    help="routed-rl: train PPO agents whose behaviours live in removable experts (gradient routing).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit code 2."""
 
 
 def _version(value: bool) -> None:
@@ -17,19 +37,132 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    """routed-rl: train PPO agents whose behaviours live in removable experts."""
+    """routed-rl: train PPO agents whose behaviours live in removable experts (gradient routing)."""
 
 
 @app.command()
-def info() -> None:
-    """Print the version and the registered environments."""
-    import routed_rl.envs as envs
+def configs() -> None:
+    """List the built-in configs."""
+    from routed_rl.config import builtin_configs
 
-    typer.echo(f"routed-rl {__version__}; environments: {envs.OVERSIGHT_GRID_ID}")
+    for name, path in sorted(builtin_configs().items()):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        typer.echo(f"{name:<10} {first}")
+
+
+def _default_run_dir(config: Any, name: str) -> Path:
+    env = config.env.id.split("/")[-1]
+    return Path("runs") / f"{env}__{Path(name).stem}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def train(
+    config: Annotated[
+        str | None, typer.Argument(help="A built-in config name (see `routed-rl configs`) or a YAML path.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: key.path=value (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (envs, model and labeler).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<env>__<config>__<seed>__<time>).")] = None,
+    total_steps: Annotated[int | None, typer.Option(help="Env steps to train for (overrides the config).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only final lines.")] = False,
+) -> None:
+    """Train a routed agent into a run folder. Ctrl-C or SIGTERM checkpoints and exits 0."""
+    from routed_rl.training import run_training
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if total_steps is not None:
+        overrides.append(f"total_steps={total_steps}")
+    command = shlex.join(["routed-rl", *sys.argv[1:]])
+    run_training(config, overrides, run_dir, resume, quiet, command, _default_run_dir)
+
+
+def _modes(select: str | None, ablate: list[str] | None, expert_names: list[str]) -> list[dict[str, Any]]:
+    from routed_rl.demo import steering_modes
+
+    if select is not None and ablate:
+        raise UserError("use either --select or --ablate, not both")
+    if select is not None:
+        return [{"select": select}]
+    if ablate:
+        return [{"ablate": ablate}]
+    return steering_modes(expert_names)
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="The run folder.")],
+    select: Annotated[str | None, typer.Option(help="Evaluate with this expert alone.")] = None,
+    ablate: Annotated[list[str] | None, typer.Option(help="Evaluate with these experts removed (repeatable).")] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per steering mode.")] = 2000,
+    stochastic: Annotated[
+        bool, typer.Option("--stochastic", help="Sample actions instead of taking the most likely.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Evaluate a run on the ground truth: unsteered, each expert selected and each ablated (or the mode given)."""
+    from routed_rl.evaluation import evaluate, format_table
+    from routed_rl.runs import RunDir
+
+    rd = RunDir(run)
+    config = rd.load_config()
+    model = rd.load_model()
+    results = []
+    for steer in _modes(select, ablate, model.policy.expert_names):
+        r = evaluate(
+            model,
+            episodes,
+            deterministic=not stochastic,
+            env_kwargs=config.env.env_kwargs(),
+            seed=config.eval.seed,
+            gamma=config.eval.gamma,
+            **steer,
+        )
+        results.append(r.to_dict())
+    rd.eval.write_text(json.dumps(results, indent=2))
+    typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="The run folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the deployable policy to.")],
+    select: Annotated[str | None, typer.Option(help="Keep this expert alone.")] = None,
+    ablate: Annotated[list[str] | None, typer.Option(help="Remove these experts (repeatable).")] = None,
+) -> None:
+    """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out."""
+    from routed_rl.export import export_policy
+    from routed_rl.runs import RunDir
+
+    if (select is None) == (not ablate):
+        raise UserError("export needs exactly one of --select E or --ablate E")
+    model = RunDir(run).load_model()
+    folder = export_policy(model.policy, out, select=select, ablate=ablate)
+    kept = json.loads((folder / "policy.json").read_text())["experts"]
+    typer.echo(f"exported {folder} (experts kept: {', '.join(kept)}); load it with routed_rl.export.load_exported")
 
 
 def main() -> None:
-    """Entry point of the ``routed-rl`` console script."""
-    app()
+    """Entry point of the ``routed-rl`` console script: user errors become one line and exit code 2."""
+    from routed_rl.config import ConfigError
+
+    try:
+        app()
+    except (UserError, ConfigError, ValueError, FileNotFoundError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        _print_error(message)
+        sys.exit(2)
+
+
+def _print_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from routed_rl.envs import OUTCOMES, OversightGridVecEnv
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "format_table"]
 
 
 @dataclass
@@ -104,3 +104,16 @@ def evaluate(
         overseen=_rates(outcome, seen),
         unseen=_rates(outcome, ~seen),
     )
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Evaluation results (``EvalResult.to_dict()``) as a text table, overseen and unseen episodes split."""
+    head = f"{'mode':<22} {'diamond':>8} {'ghost':>7} {'timeout':>8} {'return':>7} {'length':>7}"
+    head += f" | {'seen D/G':>11} | {'unseen D/G':>11}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        seen, unseen = r["overseen"], r["unseen"]
+        rates = f"{r['diamond']:>8.1%} {r['ghost']:>7.1%} {r['timeout']:>8.1%}"
+        split = f"{seen['diamond']:>5.0%}/{seen['ghost']:<5.0%} | {unseen['diamond']:>5.0%}/{unseen['ghost']:<5.0%}"
+        lines.append(f"{r['mode']:<22} {rates} {r['discounted_return']:>7.3f} {r['mean_length']:>7.1f} | {split}")
+    return "\n".join(lines)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 
 from routed_rl.agents import GridCNN, RoutedPPO
-from routed_rl.config import RunConfig
+from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
+from routed_rl.runs import RunDir, atomic_save
 
-__all__ = ["build_model", "make_env", "policy_kwargs"]
+__all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -60,3 +64,110 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         device="cpu",
         **config.ppo.model_dump(),
     )
+
+
+def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
+    """Policy maps per steering mode, the gate map and episode GIFs into ``figures/``, and images to TensorBoard."""
+    from stable_baselines3.common.logger import Image
+
+    from routed_rl.demo import episode_frames, save_gif, steering_modes
+    from routed_rl.figures import gate_map, policy_map, save_png
+
+    rows, cols = config.env.rows, config.env.cols
+    images: dict[str, Any] = {}
+    if rows >= 5 and cols >= 3:
+        for steer in steering_modes(model.policy.expert_names):
+            with model.policy.steer(**steer):
+                name = model.policy.steering.name if model.policy.steering is not None else "unsteered"
+            images[f"policy_map_{name}"] = policy_map(model, steer, rows, cols)
+        for expert in model.policy.expert_names:
+            images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols)
+    for key, image in images.items():
+        save_png(image, run.figures / f"{key.replace('=', '_').replace(',', '_')}.png")
+        model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
+    for steer in steering_modes(model.policy.expert_names):
+        frames, _ = episode_frames(model, config, seed=config.eval.seed, **steer)
+        with model.policy.steer(**steer):
+            name = model.policy.steering.name if model.policy.steering is not None else "unsteered"
+        save_gif(frames, run.figures / f"episode_{name.replace('=', '_').replace(',', '_')}.gif")
+    model.logger.dump(model.num_timesteps)
+
+
+def run_training(
+    config_name: str | None,
+    overrides: list[str],
+    run_dir: Path | None,
+    resume: Path | None,
+    quiet: bool,
+    command: str,
+    default_run_dir: Callable[[RunConfig, str], Path],
+) -> RunDir:
+    """What ``routed-rl train`` does: set up or reopen the run folder, train, checkpoint, evaluate, draw figures.
+
+    :raises ValueError: (and ``ConfigError``, ``FileNotFoundError``) for bad input, before anything is written
+    """
+    from routed_rl.callbacks import ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
+    from routed_rl.demo import steering_modes
+    from routed_rl.evaluation import evaluate, format_table
+
+    if resume is not None:
+        if config_name is not None or run_dir is not None or any(not o.startswith("total_steps=") for o in overrides):
+            raise ValueError(
+                "--resume continues a run with its own config: give only --resume RUN (and --total-steps to extend)"
+            )
+        run = RunDir(resume)
+        config = run.load_config()
+        if overrides:
+            config = load_config(config.model_dump(mode="json"), overrides)
+            run.write_config(config, command)
+        else:
+            run.command.open("a").write(command + "\n")
+        model = run.load_model(prefer_final=False)
+        model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
+    else:
+        if config_name is None:
+            raise ValueError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
+        config = load_config(config_name, overrides)
+        run = RunDir(run_dir if run_dir is not None else default_run_dir(config, config_name))
+        if run.model.exists() or run.latest_checkpoint() is not None:
+            raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
+        run.write_config(config, command)
+        model = build_model(config, tensorboard_log=str(run.tensorboard))
+    remaining = config.total_steps - model.num_timesteps
+    stop = StopOnSignal()
+    saver = RunCallback(run, config.logging.checkpoint_every)
+    modes = steering_modes(model.policy.expert_names)
+    log = config.logging
+    callbacks: list[Any] = [
+        stop,
+        saver,
+        SteeredEvalCallback(log.eval_every, log.eval_episodes, config.env.env_kwargs(), modes, config.eval.seed),
+    ]
+    if not quiet:
+        callbacks.append(ProgressCallback(config.total_steps))
+        print(f"run folder {run.root}; training to {config.total_steps:,} env steps (tensorboard --logdir {run.tensorboard})")
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=resume is None, tb_log_name="routed_ppo")
+    checkpoint = saver.checkpoint()
+    if stop.signal_name is not None:
+        print(f"{stop.signal_name}: stopped at step {model.num_timesteps:,}; checkpoint {checkpoint}")
+        print(f"resume with: routed-rl train --resume {run.root}")
+        return run
+    atomic_save(model, run.model)
+    results = [
+        evaluate(
+            model,
+            config.eval.episodes,
+            config.eval.deterministic,
+            config.env.env_kwargs(),
+            config.eval.seed,
+            config.eval.gamma,
+            **s,
+        )
+        for s in modes
+    ]
+    run.eval.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    _log_figures(model, run, config)
+    print(f"trained {model.num_timesteps:,} env steps; {model.labeler.labels_spent} labels spent; model {run.model}")
+    print(format_table([r.to_dict() for r in results]))
+    return run

@@ -1,0 +1,149 @@
+"""Training callbacks for run folders: checkpoints, the label log, steered evaluations, progress, stop signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import deque
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+from routed_rl.evaluation import evaluate
+from routed_rl.runs import RunDir, atomic_save
+
+__all__ = ["ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
+
+
+class StopOnSignal(BaseCallback):
+    """Ends training cleanly at the next step after SIGINT or SIGTERM (the caller then checkpoints)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def _on_training_start(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _on_training_end(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_step(self) -> bool:
+        return self.signal_name is None
+
+
+class RunCallback(BaseCallback):
+    """Writes periodic atomic checkpoints and appends every label spent to ``labels.jsonl``.
+
+    :param run: the run folder
+    :param checkpoint_every: env steps between checkpoints
+    """
+
+    def __init__(self, run: RunDir, checkpoint_every: int) -> None:
+        super().__init__()
+        self.run = run
+        self.checkpoint_every = checkpoint_every
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
+
+    def _on_step(self) -> bool:
+        return True
+
+    def flush_labels(self) -> None:
+        """Append the labels spent since the last flush to ``labels.jsonl``."""
+        model: Any = self.model
+        if not model.label_log:
+            return
+        kind = model.labeler_spec if isinstance(model.labeler_spec, str) else type(model.labeler_spec).__name__
+        with self.run.labels.open("a") as f:
+            for step, env_index, label in model.label_log:
+                f.write(json.dumps({"step": step, "env": env_index, "label": label, "labeler": kind}) + "\n")
+        model.label_log.clear()
+
+    def checkpoint(self) -> Path:
+        """Write a checkpoint now (and flush the label log)."""
+        self.flush_labels()
+        return atomic_save(self.model, self.run.checkpoint_path(self.num_timesteps))
+
+    def _on_rollout_end(self) -> None:
+        self.flush_labels()
+        if self.num_timesteps >= self._next:
+            self.checkpoint()
+            self._next = (self.num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
+
+
+class SteeredEvalCallback(BaseCallback):
+    """Every ``every`` env steps, evaluates each steering mode on the ground truth and logs diamond/ghost rates.
+
+    :param modes: ``policy.steer`` keyword arguments, one dict per mode (``{}`` = unsteered)
+    """
+
+    def __init__(self, every: int, episodes: int, env_kwargs: dict[str, Any], modes: list[dict[str, Any]], seed: int) -> None:
+        super().__init__()
+        self.every, self.episodes, self.env_kwargs, self.modes, self.seed = every, episodes, env_kwargs, modes, seed
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps < self._next:
+            return
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+        for steer in self.modes:
+            r = evaluate(self.model, self.episodes, env_kwargs=self.env_kwargs, seed=self.seed, **steer)
+            self.logger.record(f"eval/{r.mode}/diamond", r.diamond)
+            self.logger.record(f"eval/{r.mode}/ghost", r.ghost)
+            self.logger.record(f"eval/{r.mode}/discounted_return", r.discounted_return)
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm progress bar with ETA and the live diamond/ghost rates of the last training episodes.
+
+    :param total: the step count at which training ends
+    :param window: how many recent episodes the live rates cover
+    """
+
+    def __init__(self, total: int, window: int = 2000) -> None:
+        super().__init__()
+        self.total = total
+        self.recent: deque[str] = deque(maxlen=window)
+        self.bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", unit_scale=True, dynamic_ncols=True)
+        self._last = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
+            if done and "outcome" in info:
+                self.recent.append(info["outcome"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.bar.update(self.num_timesteps - self._last)
+        self._last = self.num_timesteps
+        if self.recent:
+            n = len(self.recent)
+            self.bar.set_postfix(
+                diamond=f"{self.recent.count('diamond') / n:.0%}", ghost=f"{self.recent.count('ghost') / n:.0%}"
+            )
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

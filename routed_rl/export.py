@@ -1,0 +1,152 @@
+"""Pickle-free export of a steered policy for deployment: safetensors weights plus a JSON config.
+
+Only the kept experts are written: the weights of removed experts are not in the file at all, and the
+gate keeps only the rows of the kept experts (a softmax over them is the ablated gate, renormalised). The
+loader, :func:`load_exported`, reads JSON and safetensors only, so loading runs no code from the files.
+
+Layout of an export folder: ``policy.json`` (format, observation shape, experts, widths, input indices)
+and ``policy.safetensors`` (tensors named ``experts.<name>.<layer>.weight`` ..., ``gate.*``, ``action_net.*``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from routed_rl.moe import mlp
+
+__all__ = ["FORMAT", "ExportedPolicy", "export_policy", "load_exported"]
+
+FORMAT = "routed-rl-policy/1"
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"ReLU": nn.ReLU, "Tanh": nn.Tanh}
+
+
+def export_policy(
+    policy: Any, out_dir: str | Path, select: str | None = None, ablate: str | Sequence[str] | None = None
+) -> Path:
+    """Write the policy, with only the kept experts, to ``out_dir``.
+
+    :param policy: a :class:`~routed_rl.agents.RoutedActorCriticPolicy` with the default flatten extractor
+    :param select: keep this expert alone; or ``ablate``: remove these experts
+    :return: the export folder
+    """
+    from routed_rl.steering import resolve_steering
+
+    if (select is None) == (ablate is None):
+        raise ValueError("export needs exactly one of --select or --ablate")
+    steering = resolve_steering(policy.expert_names, select=select, ablate=ablate)
+    assert steering is not None
+    if type(policy.features_extractor).__name__ != "FlattenExtractor":
+        raise ValueError("export supports the default flatten features extractor only")
+    activation = policy.activation_fn.__name__
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"export supports activations {sorted(_ACTIVATIONS)}, got {activation}")
+    moe = policy.moe
+    kept = [k for k, keep in enumerate(steering.keep) if keep]
+    tensors: dict[str, th.Tensor] = {}
+    for k in kept:
+        for name, value in moe.experts[k].state_dict().items():
+            tensors[f"experts.{moe.expert_names[k]}.{name}"] = value
+    if len(kept) > 1:
+        for name, value in moe.gate.state_dict().items():
+            last = name.startswith(f"{len(moe.gate) - 1}.")
+            tensors[f"gate.{name}"] = value[kept] if last else value
+    for name, value in policy.action_net.state_dict().items():
+        tensors[f"action_net.{name}"] = value
+    index = {
+        "expert_input_index": None if moe.expert_input_index is None else moe.expert_input_index.tolist(),
+        "gate_input_index": None if moe.gate_input_index is None else moe.gate_input_index.tolist(),
+    }
+    meta = {
+        "format": FORMAT,
+        "steering": steering.name,
+        "observation_shape": list(policy.observation_space.shape),
+        "n_actions": int(policy.action_space.n),
+        "experts": [moe.expert_names[k] for k in kept],
+        "expert_arch": policy.expert_arch,
+        "gate_arch": policy.gate_arch,
+        "activation": activation,
+        **index,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / "policy.safetensors"))
+    (out / "policy.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+class ExportedPolicy(nn.Module):
+    """A deployed policy: the kept experts, their gate, and the action head. ``predict`` works like SB3's."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.meta = meta
+        act = _ACTIVATIONS[meta["activation"]]
+        in_dim = int(np.prod(meta["observation_shape"]))
+        self.expert_names: list[str] = list(meta["experts"])
+        ex_idx, gate_idx = meta["expert_input_index"], meta["gate_input_index"]
+        self.register_buffer("expert_index", None if ex_idx is None else th.tensor(ex_idx, dtype=th.long), persistent=False)
+        self.register_buffer("gate_index", None if gate_idx is None else th.tensor(gate_idx, dtype=th.long), persistent=False)
+        expert_in = in_dim if ex_idx is None else len(ex_idx)
+        gate_in = in_dim if gate_idx is None else len(gate_idx)
+        self.experts = nn.ModuleDict({name: mlp(expert_in, meta["expert_arch"], act) for name in self.expert_names})
+        gate_arch = meta["gate_arch"]
+        self.gate = (
+            nn.Sequential(
+                mlp(gate_in, gate_arch, act), nn.Linear(gate_arch[-1] if gate_arch else gate_in, len(self.expert_names))
+            )
+            if len(self.expert_names) > 1
+            else None
+        )
+        self.action_net = nn.Linear(meta["expert_arch"][-1], meta["n_actions"])
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        """Action logits (batch, n_actions) for observations (batch, *observation_shape)."""
+        x = obs.float().flatten(1)
+        ex = x if self.expert_index is None else x[:, self.expert_index]  # type: ignore[index]
+        outs = [self.experts[name](ex) for name in self.expert_names]
+        if self.gate is None:
+            latent = outs[0]
+        else:
+            g = x if self.gate_index is None else x[:, self.gate_index]  # type: ignore[index]
+            weights = th.softmax(self.gate(g), dim=-1)
+            latent = sum(weights[:, k : k + 1] * out for k, out in enumerate(outs))  # type: ignore[assignment]
+        return self.action_net(latent)
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for one observation or a batch, as SB3's ``predict`` returns them (without the state)."""
+        array = np.asarray(obs, dtype=np.float32)
+        single = array.shape == tuple(self.meta["observation_shape"])
+        batch = th.as_tensor(array[None] if single else array)
+        with th.no_grad():
+            logits = self(batch)
+            actions = logits.argmax(dim=1) if deterministic else th.distributions.Categorical(logits=logits).sample()
+        out = actions.numpy()
+        return out[0] if single else out
+
+
+def load_exported(path: str | Path) -> ExportedPolicy:
+    """Load an export folder written by :func:`export_policy` (JSON and safetensors only: no pickle)."""
+    folder = Path(path)
+    try:
+        meta = json.loads((folder / "policy.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{folder} has no policy.json: not a routed-rl export folder") from None
+    except json.JSONDecodeError:
+        raise ValueError(f"{folder / 'policy.json'} is not valid JSON") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder / 'policy.json'} is not a {FORMAT} export (format {meta.get('format')!r})")
+    policy = ExportedPolicy(meta)
+    try:
+        tensors = load_file(str(folder / "policy.safetensors"))
+    except Exception as e:  # safetensors raises several types for missing or corrupt files
+        raise ValueError(f"cannot read {folder / 'policy.safetensors'}: {e}") from None
+    policy.load_state_dict(tensors, strict=True)
+    return policy.eval()

@@ -1,0 +1,119 @@
+"""Run folders: what a training run writes, atomic checkpoints, and loading a run's model back.
+
+A run folder holds ``config.yaml`` (the resolved config), ``command.txt``, ``model.zip``, ``checkpoints/``
+(periodic, written atomically), ``tensorboard/``, ``eval.json``, ``labels.jsonl`` (every label spent) and
+``figures/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from routed_rl.config import ConfigError, RunConfig, load_config
+
+__all__ = ["RunDir", "atomic_save"]
+
+
+def atomic_save(model: Any, path: Path) -> Path:
+    """Save an SB3 model to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def command(self) -> Path:
+        return self.root / "command.txt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.zip"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def write_config(self, config: RunConfig, command: str) -> None:
+        """Write the resolved config (YAML) and the command line that started the run."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        with self.command.open("a") as f:
+            f.write(command + "\n")
+
+    def load_config(self) -> RunConfig:
+        """The run's resolved config."""
+        if not self.config.is_file():
+            raise ConfigError(f"{self.root} has no config.yaml: not a routed-rl run folder")
+        return load_config(self.config)
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:012d}.zip"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint with the most steps, or ``None``."""
+        found = sorted(p for p in self.checkpoints.glob("step_*.zip") if re.fullmatch(r"step_\d+\.zip", p.name))
+        return found[-1] if found else None
+
+    def load_model(self, env: Any = None, prefer_final: bool = True) -> Any:
+        """Load the run's model with a one-line error if it cannot be.
+
+        :param prefer_final: ``model.zip`` first (for eval and export); False: the latest checkpoint first
+            (for resuming; a run always checkpoints when it stops)
+        """
+        from routed_rl.agents import RoutedPPO
+
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"run folder {self.root} does not exist")
+        path = self.model if prefer_final and self.model.is_file() else None
+        path = path or self.latest_checkpoint() or (self.model if self.model.is_file() else None)
+        if path is None:
+            raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
+        return load_model_file(RoutedPPO, path, env)
+
+
+def load_model_file(cls: Any, path: Path, env: Any = None) -> Any:
+    """``cls.load(path)`` with a one-line ``ValueError`` for a missing, truncated or corrupt file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model file {path} is corrupt (not a zip archive); retrain or resume from a checkpoint")
+    try:
+        return cls.load(path, env=env, device="cpu")
+    except Exception as e:  # SB3 raises many types for damaged archives
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"model file {path} cannot be loaded ({reason}); retrain or resume from a checkpoint") from None
