@@ -1,0 +1,176 @@
+"""The routed-rl CLI, run as a subprocess in a temporary folder: a short run, interrupt and resume, export,
+and bad input (one line, exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routed_rl.runs import RunDir
+
+FAST = [
+    "--set", "env.n_envs=16",
+    "--set", "ppo.batch_size=128",
+    "--set", "policy.expert_arch=[32, 32]",
+    "--set", "policy.value_arch=[32]",
+    "--set", "logging.checkpoint_every=512",
+    "--set", "logging.eval_every=1024",
+    "--set", "logging.eval_episodes=20",
+    "--set", "eval.episodes=50",
+    "--set", "env.oversight_prob=0.5",
+]  # fmt: skip
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("routed-rl")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("cli")
+    result = cli("train", "default", *FAST, "--total-steps", "2048", "--seed", "1", "--run-dir", "runs/p", "-q", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd
+
+
+def test_train_writes_the_run_folder(trained: Path) -> None:
+    run = RunDir(trained / "runs/p")
+    for path in (run.config, run.command, run.model, run.eval, run.labels):
+        assert path.is_file(), path
+    assert "routed-rl train default" in run.command.read_text()
+    assert run.load_config().seed == 1 and run.load_config().env.n_envs == 16
+    assert sorted(p.name for p in run.checkpoints.iterdir())[-1] == "step_000000002048.zip"
+    assert any(run.tensorboard.rglob("events.out.tfevents.*"))
+    figures = {p.name for p in run.figures.iterdir()}
+    assert {"policy_map_select_diamond.png", "gate_map_diamond.png", "episode_unsteered.gif"} <= figures
+    modes = [r["mode"] for r in json.loads(run.eval.read_text())]
+    assert modes == ["unsteered", "select=diamond", "select=ghost", "ablate=diamond", "ablate=ghost"]
+    labels = [json.loads(line) for line in run.labels.read_text().splitlines()]
+    assert labels and all(row["label"] in ("diamond", "ghost") and row["labeler"] == "oversight" for row in labels)
+    assert all(0 <= row["env"] < 16 and 0 < row["step"] <= 2048 for row in labels)
+
+
+def test_eval_and_export(trained: Path) -> None:
+    result = cli("eval", "runs/p", "--select", "diamond", "--episodes", "30", "--json", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["mode"] == "select=diamond" and row["episodes"] == 30
+    assert abs(row["diamond"] + row["ghost"] + row["timeout"] - 1) < 1e-9
+    table = cli("eval", "runs/p", "--episodes", "20", cwd=trained)
+    assert table.returncode == 0 and "ablate=ghost" in table.stdout
+
+    result = cli("export", "runs/p", "--ablate", "ghost", "-o", "deploy", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    from safetensors.torch import load_file
+
+    from routed_rl.export import load_exported
+    from routed_rl.runs import RunDir
+
+    names = list(load_file(str(trained / "deploy/policy.safetensors")))
+    assert names and not any("ghost" in n for n in names)
+    deployed = load_exported(trained / "deploy")
+    model = RunDir(trained / "runs/p").load_model()
+    from routed_rl.envs import OversightGridVecEnv
+
+    obs = OversightGridVecEnv(200, seed=4).reset()
+    with model.policy.steer(ablate=["ghost"]):
+        expected, _ = model.predict(obs, deterministic=True)
+    assert np.array_equal(deployed.predict(obs), expected)
+
+
+def test_interrupt_then_resume(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("routed-rl")
+    args = [str(exe), "train", "default", *FAST, "--total-steps", "200000", "--run-dir", "runs/r", "-q"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = RunDir(tmp_path / "runs/r")
+    deadline = time.time() + 120
+    while run.latest_checkpoint() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "resume with: routed-rl train --resume runs/r" in out
+    assert "Traceback" not in err
+    stopped = run.latest_checkpoint()
+    assert stopped is not None and not run.model.exists()
+    stopped_step = int(stopped.stem.split("_")[1])
+    assert 0 < stopped_step < 200_000
+    labels_before = len(run.labels.read_text().splitlines()) if run.labels.exists() else 0
+
+    result = cli("train", "--resume", "runs/r", "--total-steps", str(stopped_step + 1024), "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = run.load_model()
+    assert model.num_timesteps == stopped_step + 1024
+    assert model.labeler.labels_spent >= labels_before
+    assert len(run.labels.read_text().splitlines()) == model.labeler.labels_spent
+    assert len(list(run.tensorboard.iterdir())) == 1  # TensorBoard carries on in the same run
+
+
+BAD_INPUTS = [
+    (
+        ["train", "default", "--set", "env.oversight_prb=0.1"],
+        "unknown config key 'env.oversight_prb' (did you mean 'oversight_prob'?)",
+    ),
+    (["train", "default", "--set", "env.oversight_prob=1.5"], "config key 'env.oversight_prob'"),
+    (["train", "default", "--set", "env.n_envs=0"], "config key 'env.n_envs'"),
+    (["train", "default", "--set", "routing.table={ghost: {ghots: 1.0}}"], "unknown expert 'ghots'"),
+    (["train", "default", "--set", "labeling.kind=oracle"], "unknown labeler 'oracle'"),
+    (["train", "default", "--set", "labeling.p=2"], "config key 'labeling.p'"),
+    (["train", "no-such-config"], "neither a file nor a built-in config"),
+    (["train", "broken.yaml"], "not valid YAML"),
+    (["train", "default", "--set", "novalue"], "--set takes key.path=value"),
+    (["train"], "train needs CONFIG"),
+    (["train", "--resume", "missing"], "no config.yaml"),
+    (["eval", "missing"], "no config.yaml"),
+    (["eval", "norun"], "no model.zip and no checkpoint"),
+    (["eval", "corrupt", "--select", "diamond"], "is corrupt"),
+    (["eval", "truncated"], "cannot be loaded"),
+    (["eval", "good", "--select", "diamnd"], "unknown expert 'diamnd' (did you mean 'diamond'?)"),
+    (["eval", "good", "--select", "diamond", "--ablate", "ghost"], "either --select or --ablate"),
+    (["export", "good", "-o", "out"], "exactly one of --select E or --ablate E"),
+    (["export", "good", "--ablate", "diamond", "--ablate", "ghost", "-o", "out"], "cannot ablate every expert"),
+    (["train", "default", "--run-dir", "good"], "already holds a trained run"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_dir(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("bad")
+    (cwd / "broken.yaml").write_text("env: [unclosed\n")
+    good = trained / "runs/p"
+    for name in ("norun", "corrupt", "truncated", "good"):
+        (cwd / name).mkdir()
+        (cwd / name / "config.yaml").write_text((good / "config.yaml").read_text())
+    (cwd / "corrupt" / "model.zip").write_text("not a zip")
+    data = (good / "model.zip").read_bytes()
+    (cwd / "truncated" / "model.zip").write_bytes(data[: len(data) // 2] + data[-200:])
+    (cwd / "good" / "model.zip").write_bytes(data)
+    return cwd
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(bad_input_dir: Path, args: list[str], message: str) -> None:
+    result = cli(*args, cwd=bad_input_dir)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_usage_errors_and_help(tmp_path: Path) -> None:
+    for args in (["--help"], ["train", "--help"], ["eval", "--help"], ["export", "--help"], ["configs", "--help"]):
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 0 and "Usage" in result.stdout
+    result = cli("configs", cwd=tmp_path)
+    assert "default" in result.stdout and "paper" in result.stdout
+    result = cli("eval", "run", "--episodes", "0", cwd=tmp_path)
+    assert result.returncode == 2  # click's own usage error
