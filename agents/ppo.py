@@ -64,8 +64,26 @@ class _LabelingCallback(BaseCallback):
         self.logger.record("routing/labels_spent", labeler.labels_spent)
         self.logger.record("routing/label_fraction", labeler.label_fraction)
         self.logger.record("routing/leaked_steps", tracker.leaked_steps)
-        labels = model.rollout_buffer.labels  # type: ignore[attr-defined]
+        labels = model.rollout_buffer.labels
         self.logger.record("routing/labeled_step_fraction", float((labels >= 0).mean()))
+        self._log_gate_weights(labels)
+
+    def _log_gate_weights(self, labels: np.ndarray) -> None:
+        """Mean gate weight on each expert, over this rollout's steps of each label."""
+        model = self.model
+        if not isinstance(model.policy, RoutedActorCriticPolicy) or model.routing_table.n_experts < 2:
+            return
+        rows, envs = np.nonzero(labels >= 0)
+        if len(rows) == 0:
+            return
+        obs = th.as_tensor(model.rollout_buffer.observations[rows, envs], device=model.device)
+        weights = model.policy.mixture_weights(obs).cpu().numpy()
+        ids = labels[rows, envs]
+        for label_id, label in enumerate(model.routing_table.labels):
+            selected = ids == label_id
+            if selected.any():
+                for k, expert in enumerate(model.routing_table.expert_names):
+                    self.logger.record(f"routing/gate_weight/{label}/{expert}", float(weights[selected, k].mean()))
 
 
 class RoutedPPO(PPO):

@@ -169,3 +169,23 @@ def test_expert_loss_trains_only_the_owner_expert() -> None:
     assert any(k.startswith("mlp_extractor.actor.experts.0.") for k in moved)
     assert not any(k.startswith(("mlp_extractor.actor.experts.1.", "mlp_extractor.actor.gate.")) for k in moved)
     assert "train/expert_loss" in model.logger.name_to_value
+
+
+def test_routing_scalars_are_logged() -> None:
+    from stable_baselines3.common.logger import KVWriter, Logger
+
+    logged: dict[str, object] = {}
+
+    class _Capture(KVWriter):
+        def write(self, key_values: dict, key_excluded: dict, step: int = 0) -> None:
+            logged.update(key_values)
+
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(16, oversight_prob=0.5, seed=0), n_steps=16, batch_size=64, seed=0)
+    model.set_logger(Logger(None, [_Capture()]))
+    model.learn(16 * 16 * 3)
+    assert logged["routing/labels_spent"] == model.labeler.labels_spent > 0
+    assert 0 < float(logged["routing/label_fraction"]) <= 1  # type: ignore[arg-type]
+    for label in ("diamond", "ghost"):
+        total = sum(float(logged[f"routing/gate_weight/{label}/{e}"]) for e in ("diamond", "ghost"))  # type: ignore[arg-type]
+        assert abs(total - 1) < 1e-5
+    assert "train/gate_loss" in logged and "train/policy_gradient_loss" in logged
