@@ -93,6 +93,7 @@ class RoutedPPO(PPO):
         work when ``routing_enabled=False``
     :param env: the environment; its episode-end ``info`` must carry what the labeler reads
     :param routing: label -> {expert: weight} table (default: each expert's name routes into it alone)
+    :param unlabeled_routing: per-expert gradient weights of unlabeled steps (default: 1 for every expert)
     :param routing_enabled: False trains exactly like SB3's PPO (labels are still collected and counted)
     :param labeler: a :class:`~routed_rl.labeling.Labeler`, or a built-in name / import path for
         :func:`~routed_rl.labeling.make_labeler`
@@ -118,6 +119,7 @@ class RoutedPPO(PPO):
         env: Any = None,
         routing: RoutingSpec | None = None,
         routing_enabled: bool = True,
+        unlabeled_routing: Mapping[str, float] | None = None,
         labeler: Labeler | str = "oversight",
         labeler_kwargs: Mapping[str, Any] | None = None,
         gate_coef: float = 1.0,
@@ -136,6 +138,7 @@ class RoutedPPO(PPO):
         super().__init__(policy, env, _init_setup_model=False, **kwargs)
         self.routing_spec = None if routing is None else {k: dict(v) for k, v in routing.items()}
         self.routing_enabled = routing_enabled
+        self.unlabeled_routing = None if unlabeled_routing is None else dict(unlabeled_routing)
         self.labeler_spec: Labeler | str = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
@@ -154,7 +157,7 @@ class RoutedPPO(PPO):
             if self.routing_enabled:
                 raise ValueError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
             expert_names = ["policy"]
-        self.routing_table = RoutingTable(expert_names, self.routing_spec)
+        self.routing_table = RoutingTable(expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None))
         for label in self.label_rewards:
             self.routing_table.label_id(label)  # unknown labels are an error
         if getattr(self, "labeler", None) is None:  # a loaded model keeps its labeler, counts and generator included

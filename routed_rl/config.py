@@ -127,6 +127,8 @@ class RoutingConfig(_Section):
     """False trains exactly like SB3's PPO."""
     table: dict[str, dict[str, float]] | None = None
     """label -> {expert: weight in [0, 1]}; None routes each expert's own label into it alone."""
+    unlabeled: dict[str, float] | None = None
+    """Per-expert gradient weights of unlabeled steps (None: 1 for every expert)."""
     gate_coef: float = Field(1.0, ge=0.0)
     """Weight of the gate's cross-entropy against the label on labeled steps."""
     expert_loss_coef: float = Field(0.0, ge=0.0)
@@ -213,6 +215,13 @@ class RunConfig(_Section):
                     )
                 if not 0.0 <= weight <= 1.0:
                     raise ValueError(f"routing.table.{label}.{expert} must be in [0, 1], got {weight}")
+        for expert, weight in (self.routing.unlabeled or {}).items():
+            if expert not in experts:
+                raise ValueError(
+                    f"routing.unlabeled names unknown expert {expert!r}{_hint(expert, experts)}; experts are {experts}"
+                )
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"routing.unlabeled.{expert} must be in [0, 1], got {weight}")
         labels = list(self.routing.table) if self.routing.table is not None else experts
         for label in self.routing.label_rewards or {}:
             if label not in labels:

@@ -64,9 +64,13 @@ class RoutingTable:
 
     :param expert_names: the experts, in the mixture's order
     :param table: label -> {expert: weight in [0, 1]}; ``None`` gives the default one label per expert
+    :param unlabeled: per-expert weights of unlabeled samples (default 1 for every expert); missing experts
+        get 1
     """
 
-    def __init__(self, expert_names: Sequence[str], table: RoutingSpec | None = None) -> None:
+    def __init__(
+        self, expert_names: Sequence[str], table: RoutingSpec | None = None, unlabeled: Mapping[str, float] | None = None
+    ) -> None:
         self.expert_names = list(expert_names)
         if not self.expert_names or len(set(self.expert_names)) != len(self.expert_names):
             raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
@@ -87,9 +91,17 @@ class RoutingTable:
             self.table[str(label)] = {e: float(w) for e, w in entry.items()}
         self.labels: list[str] = list(self.table)
         self.n_experts = len(self.expert_names)
+        self.unlabeled = {e: 1.0 for e in self.expert_names}
+        for expert, weight in (unlabeled or {}).items():
+            if expert not in self.expert_names:
+                raise ValueError(f"unlabeled routing names unknown expert {expert!r}{_suggest(expert, self.expert_names)}")
+            if not 0.0 <= float(weight) <= 1.0:
+                raise ValueError(f"unlabeled routing weight for {expert!r} must be in [0, 1], got {weight}")
+            self.unlabeled[expert] = float(weight)
         n = len(self.expert_names)
-        # row k = weights for label id k; the last row (index -1 == UNLABELED) is all ones
+        # row k = weights for label id k; the last row (index -1 == UNLABELED) is the unlabeled weights
         weights = np.ones((len(self.labels) + 1, n), dtype=np.float32)
+        weights[-1] = [self.unlabeled[e] for e in self.expert_names]
         for k, label in enumerate(self.labels):
             weights[k] = [self.table[label].get(e, 0.0) for e in self.expert_names]
         self._weights = weights
@@ -133,7 +145,7 @@ class RoutingTable:
         return {label: dict(entry) for label, entry in self.table.items()}
 
     def __repr__(self) -> str:
-        return f"RoutingTable(expert_names={self.expert_names}, table={self.table})"
+        return f"RoutingTable(expert_names={self.expert_names}, table={self.table}, unlabeled={self.unlabeled})"
 
 
 assert UNLABELED == -1, "RoutingTable.weights indexes the all-ones row with -1"

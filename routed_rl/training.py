@@ -52,6 +52,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         env if env is not None else make_env(config),
         routing=r.table,
         routing_enabled=r.enabled,
+        unlabeled_routing=r.unlabeled,
         labeler=config.labeling.kind,
         labeler_kwargs=config.labeling.labeler_kwargs(),
         gate_coef=r.gate_coef,

@@ -91,3 +91,13 @@ def test_unknown_label_and_bad_expert_names() -> None:
         table.label_id("diamnd")
     with pytest.raises(ValueError, match="distinct"):
         RoutingTable(["a", "a"])
+
+
+def test_unlabeled_weights() -> None:
+    table = RoutingTable(["diamond", "ghost"], unlabeled={"diamond": 0.25})
+    assert th.equal(table.weights(np.array([-1, 0])), th.tensor([[0.25, 1.0], [1.0, 0.0]]))
+    assert th.equal(table.owners(np.array([0, 1])), th.tensor([0, 1]))
+    with pytest.raises(ValueError, match="unknown expert 'diamnd'"):
+        RoutingTable(["diamond", "ghost"], unlabeled={"diamnd": 0.5})
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        RoutingTable(["diamond", "ghost"], unlabeled={"diamond": 1.5})
