@@ -84,7 +84,7 @@ def train(
 
 
 def _modes(select: str | None, ablate: list[str] | None, expert_names: list[str]) -> list[dict[str, Any]]:
-    from routed_rl.demo import steering_modes
+    from routed_rl.steering import steering_modes
 
     if select is not None and ablate:
         raise UserError("use either --select or --ablate, not both")

@@ -1,68 +1,34 @@
-"""``make demo``: train the default routed agent, evaluate it unsteered and steered, and write a report.
+"""``make demo``: the whole user path, end to end, on the default config.
 
-Writes ``model.zip``, ``eval.json``, ``report.md`` and one episode GIF per steering mode to ``--out``.
-Usage: ``python -m routed_rl.demo [--out DIR] [--config NAME] [--steps N] [--episodes N]``.
+1. trains the default routed agent into ``demo_out/run`` (the same code as ``routed-rl train``: run
+   folder, checkpoints, TensorBoard, evaluation of every steering mode, figures); a rerun reuses a
+   finished run instead of training again;
+2. exports the policy with the ghost expert removed (pickle-free) and checks that the exported policy
+   acts exactly like the steered model;
+3. writes ``demo_out/report.md``.
+
+Usage: ``python -m routed_rl.demo [--out DIR] [--config NAME] [--steps N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from routed_rl.agents import RoutedPPO
-from routed_rl.config import RunConfig, load_config
-from routed_rl.envs import OversightGridEnv
-from routed_rl.evaluation import EvalResult, evaluate
-from routed_rl.training import build_model
-
-__all__ = ["episode_frames", "save_gif", "steering_modes"]
+from routed_rl.envs import OversightGridVecEnv
+from routed_rl.export import export_policy, load_exported
+from routed_rl.runs import RunDir
+from routed_rl.training import run_training
 
 
-def save_gif(frames: list[np.ndarray], path: Path, scale: int = 4, ms_per_frame: int = 250) -> None:
-    """Write RGB frames (H, W, 3) uint8 to an animated GIF, upscaled ``scale`` times."""
-    size = (frames[0].shape[1] * scale, frames[0].shape[0] * scale)
-    images = [Image.fromarray(f).resize(size, Image.Resampling.NEAREST) for f in frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-
-
-def steering_modes(expert_names: list[str]) -> list[dict[str, Any]]:
-    """Unsteered, each expert selected, and each expert ablated (as ``policy.steer`` keyword arguments)."""
-    modes: list[dict[str, Any]] = [{}]
-    modes += [{"select": e} for e in expert_names]
-    if len(expert_names) > 1:
-        modes += [{"ablate": [e]} for e in expert_names]
-    return modes
-
-
-def episode_frames(model: RoutedPPO, config: RunConfig, seed: int, **steer: Any) -> tuple[list[np.ndarray], dict]:
-    """Play one deterministic episode of the true-reward env, steered as given; return its frames and final info."""
-    env = OversightGridEnv(**{**config.env.env_kwargs(), "reward_scheme": "true"}, render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    frames, info, done = [env.render()], {}, False
-    with model.policy.steer(**steer):
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, _, term, trunc, info = env.step(int(action))
-            frames.append(env.render())
-            done = term or trunc
-    return [f for f in frames if isinstance(f, np.ndarray)], info
-
-
-def _table(results: list[EvalResult]) -> str:
-    lines = [
-        "| mode | diamond | ghost | timeout | discounted return | mean length |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        rates = f"{r.diamond:.1%} | {r.ghost:.1%} | {r.timeout:.1%}"
-        lines.append(f"| {r.mode} | {rates} | {r.discounted_return:.3f} | {r.mean_length:.1f} |")
+def _table(rows: list[dict]) -> str:
+    lines = ["| mode | diamond | ghost | timeout | discounted return | mean length |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        rates = f"{r['diamond']:.1%} | {r['ghost']:.1%} | {r['timeout']:.1%}"
+        lines.append(f"| {r['mode']} | {rates} | {r['discounted_return']:.3f} | {r['mean_length']:.1f} |")
     return "\n".join(lines)
 
 
@@ -71,42 +37,41 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--config", default="default")
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the config's total_steps)")
-    parser.add_argument("--episodes", type=int, default=2000)
     args = parser.parse_args()
-    overrides = [] if args.steps is None else [f"total_steps={args.steps}"]
-    config = load_config(args.config, overrides)
-    args.out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(args.out / "run")
+    if run.model.is_file() and run.eval.is_file():
+        print(f"{run.root} already holds a finished run: reusing it (delete it to train again)")
+    else:
+        if run.root.exists() and run.latest_checkpoint() is not None:
+            run_training(None, [], None, run.root, False, "make demo (resumed)", lambda c, n: run.root)
+        else:
+            overrides = [] if args.steps is None else [f"total_steps={args.steps}"]
+            run_training(args.config, overrides, run.root, None, False, "make demo", lambda c, n: run.root)
+    model = run.load_model()
+    config = run.load_config()
+    results = json.loads(run.eval.read_text())
 
-    print(f"Training {args.config!r} for {config.total_steps:,} env steps at oversight {config.env.oversight_prob:g}")
-    start = time.perf_counter()
-    model = build_model(config)
-    model.learn(config.total_steps, progress_bar=True)
-    wall = time.perf_counter() - start
-    model.save(args.out / "model.zip")
-    print(
-        f"trained in {wall:.0f}s; {model.labeler.labels_spent} labels spent ({model.labeler.label_fraction:.2%} of episodes)"
-    )
+    deploy = export_policy(model.policy, args.out / "deploy", ablate=["ghost"])
+    deployed = load_exported(deploy)
+    obs = OversightGridVecEnv(2000, seed=config.eval.seed, **config.env.env_kwargs()).reset()
+    with model.policy.steer(ablate=["ghost"]):
+        expected, _ = model.predict(obs, deterministic=True)
+    same = float(np.mean(deployed.predict(obs) == expected))
+    print(f"exported {deploy} (ghost expert removed); it matches the steered model on {same:.1%} of 2,000 observations")
 
-    results = []
-    for steer in steering_modes(model.policy.expert_names):
-        r = evaluate(
-            model, args.episodes, env_kwargs=config.env.env_kwargs(), seed=config.eval.seed, gamma=config.eval.gamma, **steer
-        )
-        results.append(r)
-        frames, _ = episode_frames(model, config, seed=7, **steer)
-        save_gif(frames, args.out / f"episode_{r.mode.replace('=', '_').replace(',', '_')}.gif")
-        rates = f"diamond {r.diamond:.1%}  ghost {r.ghost:.1%}  timeout {r.timeout:.1%}"
-        print(f"{r.mode:>16}: {rates}  return {r.discounted_return:.3f}")
-    (args.out / "eval.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    figures = sorted(p.name for p in run.figures.iterdir()) if run.figures.is_dir() else []
     report = (
-        f"# routed-rl demo report\n\nConfig `{args.config}`, {model.num_timesteps:,} env steps in {wall:.0f} s, "
-        f"oversight {config.env.oversight_prob:g}, {model.labeler.labels_spent} labels spent.\n\n"
-        f"Ground-truth evaluation, {args.episodes} episodes per mode, deterministic actions "
+        f"# routed-rl demo report\n\nConfig `{args.config}`: {model.num_timesteps:,} env steps at oversight "
+        f"{config.env.oversight_prob:g}; {model.labeler.labels_spent} labels spent "
+        f"({model.labeler.label_fraction:.2%} of episodes).\n\n"
+        f"Ground-truth evaluation, {config.eval.episodes} episodes per steering mode, deterministic actions "
         f"(return: true reward discounted by {config.eval.gamma}):\n\n{_table(results)}\n\n"
-        "Files: `model.zip` (load with `RoutedPPO.load`), `eval.json`, one `episode_*.gif` per mode.\n"
+        f"Export: `{deploy}` (pickle-free, ghost expert removed) acts like the steered model on {same:.1%} of "
+        f"2,000 observations.\n\nRun folder `{run.root}`: `model.zip`, `eval.json`, `labels.jsonl`, `tensorboard/` "
+        f"(`tensorboard --logdir {run.tensorboard}`), figures: {', '.join(figures)}.\n"
     )
     (args.out / "report.md").write_text(report)
-    print(f"report written to {args.out / 'report.md'}")
+    print(report)
 
 
 if __name__ == "__main__":

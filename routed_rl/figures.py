@@ -14,9 +14,9 @@ import numpy as np
 import torch as th
 from PIL import Image, ImageDraw
 
-from routed_rl.envs import GridBatch
+from routed_rl.envs import GridBatch, OversightGridEnv
 
-__all__ = ["DEFAULT_LAYOUT", "gate_map", "layout_observations", "policy_map"]
+__all__ = ["DEFAULT_LAYOUT", "episode_frames", "gate_map", "layout_observations", "policy_map", "save_gif", "save_png"]
 
 #: ghost right above the diamond's column, in the agent's way from the top row
 DEFAULT_LAYOUT = {"ghost": (2, 2), "diamond": (4, 2)}
@@ -81,3 +81,26 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+def save_gif(frames: list[np.ndarray], path: Path, scale: int = 4, ms_per_frame: int = 250) -> Path:
+    """Write RGB frames (H, W, 3) uint8 to an animated GIF, upscaled ``scale`` times."""
+    size = (frames[0].shape[1] * scale, frames[0].shape[0] * scale)
+    images = [Image.fromarray(f).resize(size, Image.Resampling.NEAREST) for f in frames]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return path
+
+
+def episode_frames(model: Any, env_kwargs: dict[str, Any], seed: int, **steer: Any) -> tuple[list[np.ndarray], dict]:
+    """Play one deterministic episode of the true-reward env, steered as given; return its frames and final info."""
+    env = OversightGridEnv(**{**env_kwargs, "reward_scheme": "true"}, render_mode="rgb_array")
+    obs, _ = env.reset(seed=seed)
+    frames, info, done = [env.render()], {}, False
+    with model.policy.steer(**steer):
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, _, term, trunc, info = env.step(int(action))
+            frames.append(env.render())
+            done = term or trunc
+    return [f for f in frames if isinstance(f, np.ndarray)], info

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
-__all__ = ["Steering", "resolve_steering"]
+__all__ = ["Steering", "resolve_steering", "steering_modes"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,12 @@ def resolve_steering(
         name = "weights=" + ",".join(f"{e}:{w:g}" for e, w in zip(names, fixed, strict=True))
         return Steering(keep=tuple(w > 0 for w in fixed), fixed_weights=fixed, name=name)
     return None
+
+
+def steering_modes(expert_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Unsteered, each expert selected, and each expert ablated, as ``policy.steer`` keyword arguments."""
+    modes: list[dict[str, Any]] = [{}]
+    modes += [{"select": e} for e in expert_names]
+    if len(expert_names) > 1:
+        modes += [{"ablate": [e]} for e in expert_names]
+    return modes

@@ -14,6 +14,7 @@ from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
 from routed_rl.runs import RunDir, atomic_save
+from routed_rl.steering import steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
@@ -71,8 +72,7 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
     """Policy maps per steering mode, the gate map and episode GIFs into ``figures/``, and images to TensorBoard."""
     from stable_baselines3.common.logger import Image
 
-    from routed_rl.demo import episode_frames, save_gif, steering_modes
-    from routed_rl.figures import gate_map, policy_map, save_png
+    from routed_rl.figures import episode_frames, gate_map, policy_map, save_gif, save_png
 
     rows, cols = config.env.rows, config.env.cols
     images: dict[str, Any] = {}
@@ -87,7 +87,7 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
         save_png(image, run.figures / f"{key.replace('=', '_').replace(',', '_')}.png")
         model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
     for steer in steering_modes(model.policy.expert_names):
-        frames, _ = episode_frames(model, config, seed=config.eval.seed, **steer)
+        frames, _ = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
         with model.policy.steer(**steer):
             name = model.policy.steering.name if model.policy.steering is not None else "unsteered"
         save_gif(frames, run.figures / f"episode_{name.replace('=', '_').replace(',', '_')}.gif")
@@ -108,7 +108,6 @@ def run_training(
     :raises ValueError: (and ``ConfigError``, ``FileNotFoundError``) for bad input, before anything is written
     """
     from routed_rl.callbacks import ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
-    from routed_rl.demo import steering_modes
     from routed_rl.evaluation import evaluate, format_table
 
     if resume is not None:
