@@ -225,7 +225,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         features = self.extract_features(obs)
         pi_features = features if self.share_features_extractor else features[0]
         moe = self.moe
-        latent = moe.experts[expert](moe._select(pi_features, moe.expert_input_index))  # type: ignore[arg-type]
+        latent = moe.experts[expert](moe._select(pi_features, "expert_input_index"))  # type: ignore[arg-type]
         return self._get_action_dist_from_latent(latent).log_prob(actions)
 
     def mixture_weights(self, obs: th.Tensor) -> th.Tensor:

@@ -58,6 +58,7 @@ class MixtureOfExperts(nn.Module):
         self.n_experts = len(self.expert_names)
         if self.n_experts < 1 or len(set(self.expert_names)) != self.n_experts:
             raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+        self._slices: dict[str, slice] = {}
         expert_in = self._register_index("expert_input_index", expert_input_index, in_dim)
         gate_in = self._register_index("gate_input_index", gate_input_index, in_dim)
         self.experts = nn.ModuleList([mlp(expert_in, expert_arch, activation_fn) for _ in self.expert_names])
@@ -76,15 +77,22 @@ class MixtureOfExperts(nn.Module):
         if tensor.numel() == 0 or tensor.min() < 0 or tensor.max() >= in_dim:
             raise ValueError(f"{name} must be non-empty indices in [0, {in_dim}), got {list(index)}")
         self.register_buffer(name, tensor)
+        first = int(tensor[0])
+        if th.equal(tensor, th.arange(first, first + tensor.numel())):  # a contiguous block: slice, no copy
+            self._slices[name] = slice(first, first + tensor.numel())
         return tensor.numel()
 
-    @staticmethod
-    def _select(features: th.Tensor, index: th.Tensor | None) -> th.Tensor:
-        return features if index is None else features[:, index]
+    def _select(self, features: th.Tensor, name: str) -> th.Tensor:
+        """The input features named by ``expert_input_index`` or ``gate_input_index``."""
+        index: th.Tensor | None = getattr(self, name)
+        if index is None:
+            return features
+        block = self._slices.get(name)
+        return features[:, block] if block is not None else features[:, index]
 
     def gate_logits(self, features: th.Tensor) -> th.Tensor:
         """(batch, n_experts) raw gate logits."""
-        return self.gate(self._select(features, self.gate_input_index))  # type: ignore[arg-type]
+        return self.gate(self._select(features, "gate_input_index"))
 
     def mixture_weights(self, logits: th.Tensor) -> th.Tensor:
         """Softmax of the gate logits, with the current steering applied."""
@@ -116,7 +124,7 @@ class MixtureOfExperts(nn.Module):
             gate_route_weight = (route_weight == 1).all(dim=1).to(features.dtype)
         logits = self.gate_logits(features)
         weights = self.mixture_weights(route(logits, gate_route_weight))
-        expert_in = self._select(features, self.expert_input_index)  # type: ignore[arg-type]
+        expert_in = self._select(features, "expert_input_index")
         latent = features.new_zeros((features.shape[0], self.latent_dim))
         keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
         for k, expert in enumerate(self.experts):
