@@ -25,6 +25,7 @@ __all__ = ["OUTCOMES", "REWARD_SCHEMES", "GridBatch", "OversightGridEnv", "Overs
 
 RewardScheme = Literal["terminal", "naive", "true"]
 REWARD_SCHEMES: tuple[str, ...] = ("terminal", "naive", "true")
+RENDER_MODES: tuple[str, ...] = ("ansi", "rgb_array")
 #: ``info["outcome"]`` values, indexed by the outcome codes of :meth:`GridBatch.step`.
 OUTCOMES: tuple[str, ...] = ("diamond", "ghost", "timeout")
 DIAMOND, GHOST, TIMEOUT = 0, 1, 2
@@ -56,6 +57,11 @@ def _check_params(
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if reward_scheme not in REWARD_SCHEMES:
         raise ValueError(f"reward_scheme must be one of {list(REWARD_SCHEMES)}, got {reward_scheme!r}")
+
+
+def _check_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be one of {list(RENDER_MODES)} or None, got {render_mode!r}")
 
 
 class GridBatch:
@@ -287,7 +293,7 @@ class OversightGridEnv(gym.Env):
     **Registered Configurations.** ``RoutedRL/OversightGrid-v0`` (the paper's 5x5 setting).
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012 (gymnasium declares it an instance attribute)
+    metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES), "render_fps": 4}  # noqa: RUF012 (gymnasium declares it an instance attribute)
 
     def __init__(
         self,
@@ -299,8 +305,7 @@ class OversightGridEnv(gym.Env):
         reward_scheme: RewardScheme = "terminal",
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        _check_render_mode(render_mode)
         self._batch = GridBatch(1, rows, cols, oversight_prob, spurious_oversight_prob, max_steps, reward_scheme)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0.0, 1.0, (4, rows, cols), dtype=np.float32)
@@ -364,8 +369,7 @@ class OversightGridVecEnv(VecEnv):
         render_mode: str | None = None,
         seed: int | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in OversightGridEnv.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be 'ansi', 'rgb_array' or None, got {render_mode!r}")
+        _check_render_mode(render_mode)
         self.batch = GridBatch(n_envs, rows, cols, oversight_prob, spurious_oversight_prob, max_steps, reward_scheme)
         self.render_mode = render_mode
         observation_space = spaces.Box(0.0, 1.0, (4, rows, cols), dtype=np.float32)

@@ -40,7 +40,29 @@ class StopOnSignal(BaseCallback):
         return self.signal_name is None
 
 
-class RunCallback(BaseCallback):
+class _EveryNSteps(BaseCallback):
+    """Base for callbacks that act at rollout ends, once every ``every`` env steps (counted across resumes)."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        return True
+
+    def due(self) -> bool:
+        """True (and schedule the next time) when ``every`` steps have passed since the last time."""
+        if self.num_timesteps < self._next:
+            return False
+        self._next = (self.num_timesteps // self.every + 1) * self.every
+        return True
+
+
+class RunCallback(_EveryNSteps):
     """Writes periodic atomic checkpoints and appends every label spent to ``labels.jsonl``.
 
     :param run: the run folder
@@ -48,16 +70,8 @@ class RunCallback(BaseCallback):
     """
 
     def __init__(self, run: RunDir, checkpoint_every: int) -> None:
-        super().__init__()
+        super().__init__(checkpoint_every)
         self.run = run
-        self.checkpoint_every = checkpoint_every
-        self._next = 0
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
-
-    def _on_step(self) -> bool:
-        return True
 
     def flush_labels(self) -> None:
         """Append the labels spent since the last flush to ``labels.jsonl``."""
@@ -77,32 +91,23 @@ class RunCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         self.flush_labels()
-        if self.num_timesteps >= self._next:
+        if self.due():
             self.checkpoint()
-            self._next = (self.num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
 
 
-class SteeredEvalCallback(BaseCallback):
+class SteeredEvalCallback(_EveryNSteps):
     """Every ``every`` env steps, evaluates each steering mode on the ground truth and logs diamond/ghost rates.
 
     :param modes: ``policy.steer`` keyword arguments, one dict per mode (``{}`` = unsteered)
     """
 
     def __init__(self, every: int, episodes: int, env_kwargs: dict[str, Any], modes: list[dict[str, Any]], seed: int) -> None:
-        super().__init__()
-        self.every, self.episodes, self.env_kwargs, self.modes, self.seed = every, episodes, env_kwargs, modes, seed
-        self._next = 0
-
-    def _on_training_start(self) -> None:
-        self._next = (self.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        return True
+        super().__init__(every)
+        self.episodes, self.env_kwargs, self.modes, self.seed = episodes, env_kwargs, modes, seed
 
     def _on_rollout_end(self) -> None:
-        if self.num_timesteps < self._next:
+        if not self.due():
             return
-        self._next = (self.num_timesteps // self.every + 1) * self.every
         for steer in self.modes:
             r = evaluate(self.model, self.episodes, env_kwargs=self.env_kwargs, seed=self.seed, **steer)
             self.logger.record(f"eval/{r.mode}/diamond", r.diamond)

@@ -119,9 +119,7 @@ def run_training(
         config = run.load_config()
         if overrides:
             config = load_config(config.model_dump(mode="json"), overrides)
-            run.write_config(config, command)
-        else:
-            run.command.open("a").write(command + "\n")
+        run.write_config(config, command)
         model = run.load_model(prefer_final=False)
         model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
     else:
