@@ -4,9 +4,11 @@ RoutedPPO is SB3's ``PPO`` with three changes, each through SB3's hooks:
 
 * ``rollout_buffer_class`` is :class:`~routed_rl.agents.buffers.LabeledRolloutBuffer`;
 * an internal callback (added in ``_init_callback``) asks the labeler about every finished episode and
-  writes the label on all of the episode's steps in the current rollout, across SB3's auto-resets;
+  writes the label on all of the episode's steps in the current rollout, across SB3's auto-resets (and,
+  if ``label_rewards`` are set, replaces the reward of a labeled episode's last step before it is stored);
 * ``train()`` mirrors SB3 2.9's ``PPO.train`` but evaluates the policy with routed gradients and adds a
-  supervised gate loss on labeled steps. Ratios, clipping, entropy and the value loss are SB3's.
+  supervised gate loss (and optionally an expert-alone surrogate) on labeled steps. Ratios, clipping,
+  entropy and the value loss are SB3's.
 
 With ``routing_enabled=False``, or with one expert, it is exactly SB3's PPO (a test checks this).
 """
