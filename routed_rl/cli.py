@@ -158,6 +158,9 @@ def main() -> None:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         _print_error(message)
         sys.exit(2)
+    except KeyboardInterrupt:  # outside training (which checkpoints and exits 0 itself)
+        _print_error("interrupted")
+        sys.exit(130)
 
 
 def _print_error(message: str) -> None:

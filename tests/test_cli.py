@@ -86,7 +86,8 @@ def test_eval_and_export(trained: Path) -> None:
     assert np.array_equal(deployed.predict(obs), expected)
 
 
-def test_interrupt_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
     exe = Path(sys.executable).with_name("routed-rl")
     args = [str(exe), "train", "default", *FAST, "--total-steps", "200000", "--run-dir", "runs/r", "-q"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -94,10 +95,10 @@ def test_interrupt_then_resume(tmp_path: Path) -> None:
     deadline = time.time() + 120
     while run.latest_checkpoint() is None and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "resume with: routed-rl train --resume runs/r" in out
+    assert f"{sig.name}: stopped at step" in out and "resume with: routed-rl train --resume runs/r" in out
     assert "Traceback" not in err
     stopped = run.latest_checkpoint()
     assert stopped is not None and not run.model.exists()
