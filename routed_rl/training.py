@@ -130,7 +130,7 @@ def run_training(
         if run.model.exists() or run.latest_checkpoint() is not None:
             raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
         run.write_config(config, command)
-        model = build_model(config, tensorboard_log=str(run.tensorboard))
+        model = build_model(config, tensorboard_log=str(run.tensorboard) if config.logging.tensorboard else None)
     remaining = config.total_steps - model.num_timesteps
     stop = StopOnSignal()
     saver = RunCallback(run, config.logging.checkpoint_every)
