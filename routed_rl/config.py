@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from routed_rl.routing import RoutingTable
+
 __all__ = [
     "ConfigError",
     "EnvConfig",
@@ -206,28 +208,12 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        experts = self.policy.expert_names
-        for label, entry in (self.routing.table or {}).items():
-            for expert, weight in entry.items():
-                if expert not in experts:
-                    raise ValueError(
-                        f"routing.table.{label} names unknown expert {expert!r}{_hint(expert, experts)}; experts are {experts}"
-                    )
-                if not 0.0 <= weight <= 1.0:
-                    raise ValueError(f"routing.table.{label}.{expert} must be in [0, 1], got {weight}")
-        for expert, weight in (self.routing.unlabeled or {}).items():
-            if expert not in experts:
-                raise ValueError(
-                    f"routing.unlabeled names unknown expert {expert!r}{_hint(expert, experts)}; experts are {experts}"
-                )
-            if not 0.0 <= weight <= 1.0:
-                raise ValueError(f"routing.unlabeled.{expert} must be in [0, 1], got {weight}")
-        labels = list(self.routing.table) if self.routing.table is not None else experts
-        for label in self.routing.label_rewards or {}:
-            if label not in labels:
-                raise ValueError(
-                    f"routing.label_rewards names unknown label {label!r}{_hint(label, labels)}; labels are {labels}"
-                )
+        try:  # the routing table's own checks, so config and API reject the same things
+            table = RoutingTable(self.policy.expert_names, self.routing.table, self.routing.unlabeled)
+            for label in self.routing.label_rewards or {}:
+                table.label_id(label)
+        except ValueError as e:
+            raise ValueError(f"routing: {e}") from None
         rollout = self.ppo.n_steps * self.env.n_envs
         if self.ppo.batch_size > rollout:
             raise ValueError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")

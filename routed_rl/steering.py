@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
 
-__all__ = ["Steering", "resolve_steering", "steering_modes"]
+__all__ = ["Steering", "mode_name", "resolve_steering", "steering_modes"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,9 @@ def steering_modes(expert_names: Sequence[str]) -> list[dict[str, Any]]:
     if len(expert_names) > 1:
         modes += [{"ablate": [e]} for e in expert_names]
     return modes
+
+
+def mode_name(expert_names: Sequence[str], **steer: Any) -> str:
+    """The name of a steering mode given as ``policy.steer`` keyword arguments, e.g. ``ablate=ghost``."""
+    steering = resolve_steering(expert_names, **steer)
+    return "unsteered" if steering is None else steering.name

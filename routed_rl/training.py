@@ -14,7 +14,7 @@ from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.steering import steering_modes
+from routed_rl.steering import mode_name, steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
@@ -78,9 +78,7 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
     images: dict[str, Any] = {}
     if rows >= 5 and cols >= 3:
         for steer in steering_modes(model.policy.expert_names):
-            with model.policy.steer(**steer):
-                name = model.policy.steering.name if model.policy.steering is not None else "unsteered"
-            images[f"policy_map_{name}"] = policy_map(model, steer, rows, cols)
+            images[f"policy_map_{mode_name(model.policy.expert_names, **steer)}"] = policy_map(model, steer, rows, cols)
         for expert in model.policy.expert_names:
             images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols)
     for key, image in images.items():
@@ -88,8 +86,7 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
         model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
     for steer in steering_modes(model.policy.expert_names):
         frames, _ = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
-        with model.policy.steer(**steer):
-            name = model.policy.steering.name if model.policy.steering is not None else "unsteered"
+        name = mode_name(model.policy.expert_names, **steer)
         save_gif(frames, run.figures / f"episode_{name.replace('=', '_').replace(',', '_')}.gif")
     model.logger.dump(model.num_timesteps)
 
