@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,11 +51,6 @@ def configs() -> None:
         typer.echo(f"{name:<10} {first}")
 
 
-def _default_run_dir(config: Any, name: str) -> Path:
-    env = config.env.id.split("/")[-1]
-    return Path("runs") / f"{env}__{Path(name).stem}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 @app.command()
 def train(
     config: Annotated[
@@ -80,7 +74,7 @@ def train(
     if total_steps is not None:
         overrides.append(f"total_steps={total_steps}")
     command = shlex.join(["routed-rl", *sys.argv[1:]])
-    run_training(config, overrides, run_dir, resume, quiet, command, _default_run_dir)
+    run_training(config, overrides, run_dir, resume, quiet, command)
 
 
 def _modes(select: str | None, ablate: list[str] | None, expert_names: list[str]) -> list[dict[str, Any]]:

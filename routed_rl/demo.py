@@ -43,10 +43,10 @@ def main() -> None:
         print(f"{run.root} already holds a finished run: reusing it (delete it to train again)")
     else:
         if run.root.exists() and run.latest_checkpoint() is not None:
-            run_training(None, [], None, run.root, False, "make demo (resumed)", lambda c, n: run.root)
+            run_training(None, [], None, run.root, False, "make demo (resumed)")
         else:
             overrides = [] if args.steps is None else [f"total_steps={args.steps}"]
-            run_training(args.config, overrides, run.root, None, False, "make demo", lambda c, n: run.root)
+            run_training(args.config, overrides, run.root, None, False, "make demo")
     model = run.load_model()
     config = run.load_config()
     results = json.loads(run.eval.read_text())

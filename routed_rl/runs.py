@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,12 @@ class RunDir:
     """The files of one run."""
 
     root: Path
+
+    @classmethod
+    def default(cls, config: RunConfig, config_name: str) -> RunDir:
+        """``runs/<env>__<config name>__<seed>__<time>``, as rl-zoo3 names its run folders."""
+        env = config.env.id.split("/")[-1]
+        return cls(Path("runs") / f"{env}__{Path(config_name).stem}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
 
     @property
     def config(self) -> Path:

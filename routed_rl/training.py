@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,6 @@ def run_training(
     resume: Path | None,
     quiet: bool,
     command: str,
-    default_run_dir: Callable[[RunConfig, str], Path],
 ) -> RunDir:
     """What ``routed-rl train`` does: set up or reopen the run folder, train, checkpoint, evaluate, draw figures.
 
@@ -123,7 +121,7 @@ def run_training(
         if config_name is None:
             raise ValueError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
         config = load_config(config_name, overrides)
-        run = RunDir(run_dir if run_dir is not None else default_run_dir(config, config_name))
+        run = RunDir(run_dir) if run_dir is not None else RunDir.default(config, config_name)
         if run.model.exists() or run.latest_checkpoint() is not None:
             raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
         run.write_config(config, command)
