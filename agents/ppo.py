@@ -8,9 +8,11 @@ RoutedPPO is SB3's ``PPO`` with three changes, each through SB3's hooks:
   if ``label_rewards`` are set, replaces the reward of a labeled episode's last step before it is stored);
 * ``train()`` mirrors SB3 2.9's ``PPO.train`` but evaluates the policy with routed gradients and adds a
   supervised gate loss (and optionally an expert-alone surrogate) on labeled steps. Ratios, clipping,
-  entropy and the value loss are SB3's.
+  entropy and the value loss are SB3's; ``labeled_only`` averages every term over labeled steps alone
+  (the filtering baseline).
 
-With ``routing_enabled=False``, or with one expert, it is exactly SB3's PPO (a test checks this).
+With ``routing_enabled=False`` and ``gate_coef=0``, or with one expert, it is exactly SB3's PPO (a test
+checks this).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class _LabelingCallback(BaseCallback):
             for env_index, label in events:
                 if label in model.label_rewards:
                     rewards[env_index] = model.label_rewards[label]
+        model.step_labels = events
         model.label_log.extend((model.num_timesteps, env_index, label) for env_index, label in events)
         return True
 
@@ -96,17 +99,22 @@ class RoutedPPO(PPO):
     :param env: the environment; its episode-end ``info`` must carry what the labeler reads
     :param routing: label -> {expert: weight} table (default: each expert's name routes into it alone)
     :param unlabeled_routing: per-expert gradient weights of unlabeled steps (default: 1 for every expert)
-    :param routing_enabled: False trains exactly like SB3's PPO (labels are still collected and counted)
+    :param routing_enabled: False: no gradient masking, every step trains every expert and the gate (labels
+        are still collected and counted, and still give ``label_rewards`` and the gate loss)
     :param labeler: a :class:`~routed_rl.labeling.Labeler`, or a built-in name / import path for
         :func:`~routed_rl.labeling.make_labeler`
     :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
-    :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps
+    :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps (with a
+        mixture of two or more experts, routed or not)
     :param expert_loss_coef: weight of an extra clipped surrogate on labeled steps, evaluated with the expert
         each label routes into acting alone (its owner) against that expert's own pre-update log-probability,
         so a labeled episode trains that expert as a stand-alone policy whatever the gate weighed it at;
         0 disables it. The main loss is unchanged.
     :param label_rewards: optional label -> reward given at the last step of a labeled episode instead of
         the env's reward (e.g. the true reward on the episodes the overseer saw)
+    :param labeled_only: train on labeled steps only (the filtering baseline): the surrogate, entropy,
+        value and gate losses are averaged over each minibatch's labeled steps; a minibatch without any
+        is skipped
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
     """
 
@@ -127,6 +135,7 @@ class RoutedPPO(PPO):
         gate_coef: float = 1.0,
         expert_loss_coef: float = 0.0,
         label_rewards: Mapping[str, float] | None = None,
+        labeled_only: bool = False,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -148,7 +157,9 @@ class RoutedPPO(PPO):
             raise ValueError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
         self.expert_loss_coef = float(expert_loss_coef)
         self.label_rewards = dict(label_rewards or {})
+        self.labeled_only = bool(labeled_only)
         self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
+        self.step_labels: list[tuple[int, str]] = []  # (env index, label) of the labels given at the current step
         if _init_setup_model:
             self._setup_model()
 
@@ -171,6 +182,7 @@ class RoutedPPO(PPO):
                 )
         if not hasattr(self, "label_log"):
             self.label_log = []
+        self.step_labels = []
         self.label_tracker = EpisodeLabelTracker(
             self.n_envs, self.labeler, self.routing_table.label_id, self.rollout_buffer.set_labels
         )
@@ -183,68 +195,62 @@ class RoutedPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         # the tracker holds bound methods of the buffer; it is rebuilt by _setup_model on load
-        return [*super()._excluded_save_params(), "label_tracker", "label_log"]
+        return [*super()._excluded_save_params(), "label_tracker", "label_log", "step_labels"]
 
     def train(self) -> None:
         """Update the policy from the rollout buffer (mirrors SB3 2.9.2 ``PPO.train``, plus routing and gate loss)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        clip_range_vf = None
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
 
         entropy_losses, pg_losses, value_losses, clip_fractions = [], [], [], []
         routing_losses: dict[str, list[float]] = {}
         routed = self.routing_enabled
+        gated = self.gate_coef > 0 and self.routing_table.n_experts > 1 and isinstance(self.policy, RoutedActorCriticPolicy)
         continue_training = True
+        loss = th.zeros(())
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for rollout_data in self.rollout_buffer.get(self.batch_size):
                 data: LabeledRolloutBufferSamples = rollout_data  # type: ignore[assignment]
+                # per-step weights of every loss term: None = a plain mean (SB3's), else the labeled steps alone
+                step_weight = data.label_mask.float() if self.labeled_only else None
+                if step_weight is not None and not bool(data.label_mask.any()):
+                    continue
                 actions = data.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = data.actions.long().flatten()
 
-                if routed:
-                    route_weight = self.routing_table.weights(data.labels).to(self.device)
-                    gate_route_weight = (~data.label_mask).float()  # the gate learns from unlabeled steps only
-                    values, log_prob, entropy, gate_logits = self.policy.evaluate_actions_routed(
-                        data.observations, actions, route_weight, gate_route_weight
-                    )
-                else:
-                    values, log_prob, entropy = self.policy.evaluate_actions(data.observations, actions)
+                values, log_prob, entropy, gate_logits = self._evaluate(data, actions, routed, gated)
                 values = values.flatten()
-                advantages = data.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                advantages = self._advantages(data, step_weight)
 
                 ratio = th.exp(log_prob - data.old_log_prob)
                 policy_loss_1 = advantages * ratio
                 policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+                policy_loss = -_mean(th.min(policy_loss_1, policy_loss_2), step_weight)
                 pg_losses.append(policy_loss.item())
-                clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+                clip_fractions.append(_mean((th.abs(ratio - 1) > clip_range).float(), step_weight).item())
 
-                if self.clip_range_vf is None:
-                    values_pred = values
-                else:
-                    values_pred = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
-                value_loss = F.mse_loss(data.returns, values_pred)
+                value_loss = self._value_loss(data, values, clip_range_vf, step_weight)
                 value_losses.append(value_loss.item())
 
-                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                entropy_loss = -_mean(-log_prob if entropy is None else entropy, step_weight)
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                if routed:
-                    extra = self._routing_losses(data, actions, advantages, gate_logits, clip_range)
+                if gate_logits is not None:
+                    extra = self._routing_losses(data, actions, advantages, gate_logits, clip_range, gated)
                     for name, value in extra.items():
                         routing_losses.setdefault(name, []).append(value.item())
                         loss = loss + value
 
                 with th.no_grad():
                     log_ratio = log_prob - data.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_div = _mean((th.exp(log_ratio) - 1) - log_ratio, step_weight).cpu().numpy()
                     approx_kl_divs.append(approx_kl_div)
 
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
@@ -263,19 +269,53 @@ class RoutedPPO(PPO):
                 break
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        if pg_losses:  # (labeled_only: every minibatch may have been skipped)
+            self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+            self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+            self.logger.record("train/value_loss", np.mean(value_losses))
+            self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+            self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
-        for name, values in routing_losses.items():
-            self.logger.record(f"train/{name}", np.mean(values))
+        for name, recorded in routing_losses.items():
+            self.logger.record(f"train/{name}", np.mean(recorded))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _evaluate(
+        self, data: LabeledRolloutBufferSamples, actions: th.Tensor, routed: bool, gated: bool
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor | None]:
+        """Values, log-probabilities, entropy and (when routed or gated) the gate logits of a minibatch."""
+        if not (routed or gated):
+            return (*self.policy.evaluate_actions(data.observations, actions), None)
+        route_weight = self.routing_table.weights(data.labels).to(self.device) if routed else None
+        gate_route_weight = (~data.label_mask).float() if routed else None  # routed: the gate learns from unlabeled steps only
+        return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_route_weight)
+
+    def _value_loss(
+        self, data: LabeledRolloutBufferSamples, values: th.Tensor, clip_range_vf: float | None, step_weight: th.Tensor | None
+    ) -> th.Tensor:
+        """SB3's (optionally clipped) value loss; over the labeled steps alone with ``labeled_only``."""
+        if clip_range_vf is None:
+            values_pred = values
+        else:
+            values_pred = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
+        if step_weight is None:
+            return F.mse_loss(data.returns, values_pred)
+        return _mean((data.returns - values_pred) ** 2, step_weight)
+
+    def _advantages(self, data: LabeledRolloutBufferSamples, step_weight: th.Tensor | None) -> th.Tensor:
+        """The minibatch's advantages, normalised as SB3 does (over the labeled steps alone with ``labeled_only``)."""
+        advantages = data.advantages
+        if not self.normalize_advantage or len(advantages) <= 1:
+            return advantages
+        if step_weight is None:
+            return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        labeled = advantages[data.label_mask]
+        spread = labeled.std() if len(labeled) > 1 else th.ones((), device=advantages.device)
+        return (advantages - labeled.mean()) / (spread + 1e-8)
 
     def _routing_losses(
         self,
@@ -284,14 +324,15 @@ class RoutedPPO(PPO):
         advantages: th.Tensor,
         gate_logits: th.Tensor,
         clip_range: float,
+        gated: bool,
     ) -> dict[str, th.Tensor]:
         """The weighted extra loss terms on labeled steps: ``gate_loss`` and ``expert_loss`` (when enabled)."""
         if not bool(data.label_mask.any()):
             return {}
         out = {}
-        if self.gate_coef > 0 and self.routing_table.n_experts > 1:
+        if gated:
             out["gate_loss"] = self.gate_coef * self._gate_loss(data, gate_logits)
-        if self.expert_loss_coef > 0:
+        if self.routing_enabled and self.expert_loss_coef > 0:
             out["expert_loss"] = self.expert_loss_coef * self._expert_loss(data, actions, advantages, clip_range)
         return out
 
@@ -340,6 +381,11 @@ class RoutedPPO(PPO):
         """SB3's ``learn``; a steering set on the policy is lifted while training and restored after."""
         with self.policy.steer() if isinstance(self.policy, RoutedActorCriticPolicy) else _nullcontext():
             return super().learn(*args, **kwargs)
+
+
+def _mean(x: th.Tensor, weight: th.Tensor | None) -> th.Tensor:
+    """``x.mean()``, or its ``weight``-weighted mean."""
+    return x.mean() if weight is None else (x * weight).sum() / weight.sum()
 
 
 class _nullcontext:

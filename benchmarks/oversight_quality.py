@@ -13,52 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from routed_rl.config import load_config
+from routed_rl.envs.oversight_grid_scripted import ScriptedPolicy
 from routed_rl.evaluation import evaluate
 from routed_rl.training import build_model
-
-
-class _Scripted:
-    """A scripted policy with SB3's ``predict`` (for the reference rows): shortest path, optionally avoiding the ghost."""
-
-    def __init__(self, avoid_ghost: bool) -> None:
-        self.avoid_ghost = avoid_ghost
-        self.policy = None
-
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
-        n, _, rows, cols = obs.shape
-        actions = np.zeros(n, dtype=np.int64)
-        moves = [(-1, 0), (0, 1), (1, 0), (0, -1)]
-        for i in range(n):
-            agent = tuple(np.argwhere(obs[i, 0])[0])
-            ghost = tuple(np.argwhere(obs[i, 1])[0])
-            diamond = tuple(np.argwhere(obs[i, 2])[0])
-            if self.avoid_ghost:  # BFS from the diamond, never through the ghost
-                dist = {diamond: 0}
-                queue = deque([diamond])
-                while queue:
-                    r, c = queue.popleft()
-                    for dr, dc in moves:
-                        nxt = (r + dr, c + dc)
-                        if 0 <= nxt[0] < rows and 0 <= nxt[1] < cols and nxt not in dist and nxt != ghost:
-                            dist[nxt] = dist[(r, c)] + 1
-                            queue.append(nxt)
-            else:
-                dist = {(r, c): abs(r - diamond[0]) + abs(c - diamond[1]) for r in range(rows) for c in range(cols)}
-            best, best_d = 0, np.inf
-            for a, (dr, dc) in enumerate(moves):
-                nxt = (min(max(agent[0] + dr, 0), rows - 1), min(max(agent[1] + dc, 0), cols - 1))
-                if self.avoid_ghost and nxt == ghost:
-                    continue
-                if dist.get(nxt, np.inf) < best_d:
-                    best, best_d = a, dist[nxt]
-            actions[i] = best
-        return actions, None
 
 
 def _row(name: str, r: dict, steps: str = "", wall: str = "", labels: str = "") -> str:
@@ -85,8 +47,8 @@ def main() -> None:
     header = f"{'run':<28} | " + " | ".join(f"{name:>{width}}" for name, width in cols)
     print(header)
     print("-" * len(header))
-    for name, avoid in (("reference: ghost-agnostic", False), ("reference: optimal", True)):
-        ref = evaluate(_Scripted(avoid), args.episodes, seed=base.eval.seed)  # type: ignore[arg-type]
+    for name, kind in (("reference: ghost-agnostic", "ghost_agnostic"), ("reference: optimal", "optimal")):
+        ref = evaluate(ScriptedPolicy(kind), args.episodes, seed=base.eval.seed)  # type: ignore[arg-type]
         print(_row(name, ref.to_dict()), flush=True)
     results = []
     for p in args.probs:

@@ -1,4 +1,5 @@
-"""Training callbacks for run folders: checkpoints, the label log, steered evaluations, progress, stop signals."""
+"""Training callbacks for run folders: checkpoints, the label log, steered evaluations, early stopping,
+progress, stop signals."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from routed_rl.evaluation import evaluate
 from routed_rl.runs import RunDir, atomic_save
 
-__all__ = ["ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
+__all__ = ["EarlyStoppingCallback", "ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
 
 
 class StopOnSignal(BaseCallback):
@@ -113,6 +114,78 @@ class SteeredEvalCallback(_EveryNSteps):
             self.logger.record(f"eval/{r.mode}/diamond", r.diamond)
             self.logger.record(f"eval/{r.mode}/ghost", r.ghost)
             self.logger.record(f"eval/{r.mode}/discounted_return", r.discounted_return)
+            self.logger.record(f"eval/{r.mode}/ghost_overseen", r.overseen["ghost"])
+            self.logger.record(f"eval/{r.mode}/ghost_unseen", r.unseen["ghost"])
+            if r.gaming_gap is not None:
+                self.logger.record(f"eval/{r.mode}/gaming_gap", r.gaming_gap)
+
+
+class EarlyStoppingCallback(_EveryNSteps):
+    """Scores the model every ``every`` env steps and keeps the best one in ``best.zip`` (the later on ties).
+
+    The scores and the chosen step are in ``early_stopping.json``, which also carries the best score across
+    a resume. Metrics (see :class:`~routed_rl.config.EarlyStoppingConfig`):
+
+    * ``overseen_return``: the mean ``info["true_reward"]`` of the labeled training episodes that ended
+      since the previous check, the only episodes an overseer has seen; no check is scored without one;
+    * ``true_return``: the discounted ground-truth return of a deterministic evaluation of ``episodes``
+      episodes, steered as ``steer``, on every episode (it peeks at what no overseer sees).
+
+    :param run: the run folder
+    :param metric: ``overseen_return`` or ``true_return``
+    :param every: env steps between checks
+    :param evaluate_kwargs: :func:`~routed_rl.evaluation.evaluate` keyword arguments for ``true_return``
+    """
+
+    def __init__(self, run: RunDir, metric: str, every: int, evaluate_kwargs: dict[str, Any]) -> None:
+        super().__init__(every)
+        if metric not in ("overseen_return", "true_return"):
+            raise ValueError(f"early stopping metric must be overseen_return or true_return, got {metric!r}")
+        self.run, self.metric, self.evaluate_kwargs = run, metric, evaluate_kwargs
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        if run.early_stopping.is_file():  # a resumed run goes on from its record
+            record = json.loads(run.early_stopping.read_text())
+            self.history, self.best = record["history"], record["best"]
+        self._sum, self._count = 0.0, 0
+
+    def _on_step(self) -> bool:
+        model: Any = self.model
+        infos = self.locals["infos"]
+        for env_index, _label in model.step_labels:
+            self._sum += float(infos[env_index].get("true_reward", 0.0))
+            self._count += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.due():
+            self.check()
+
+    def _on_training_end(self) -> None:
+        self.check()  # the last stretch of training is scored too
+
+    def score(self) -> tuple[float | None, int]:
+        """The current model's score (``None`` when nothing could be scored) and how many episodes it rests on."""
+        if self.metric == "overseen_return":
+            score = self._sum / self._count if self._count else None
+            count, self._sum, self._count = self._count, 0.0, 0
+            return score, count
+        result = evaluate(self.model, **self.evaluate_kwargs)
+        return result.discounted_return, result.episodes
+
+    def check(self) -> None:
+        """Score the model now; save it as ``best.zip`` if it is the best so far."""
+        if self.history and self.history[-1]["step"] == self.num_timesteps:
+            return
+        score, episodes = self.score()
+        entry = {"step": self.num_timesteps, "score": score, "episodes": episodes}
+        self.history.append(entry)
+        if score is not None and (self.best is None or score >= self.best["score"]):
+            atomic_save(self.model, self.run.best_model)
+            self.best = entry
+        self.logger.record(f"early_stopping/{self.metric}", score if score is not None else float("nan"))
+        record = {"metric": self.metric, "every": self.every, "best": self.best, "history": self.history}
+        self.run.early_stopping.write_text(json.dumps(record, indent=2))
 
 
 class ProgressCallback(BaseCallback):

@@ -46,9 +46,11 @@ def configs() -> None:
     """List the built-in configs."""
     from routed_rl.config import builtin_configs
 
-    for name, path in sorted(builtin_configs().items()):
+    found = sorted(builtin_configs().items())
+    width = max(len(name) for name, _ in found)
+    for name, path in found:
         first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        typer.echo(f"{name:<10} {first}")
+        typer.echo(f"{name:<{width}}  {first}")
 
 
 @app.command()
@@ -78,15 +80,11 @@ def train(
 
 
 def _modes(select: str | None, ablate: list[str] | None, expert_names: list[str]) -> list[dict[str, Any]]:
-    from routed_rl.steering import steering_modes
+    """The steering modes to evaluate: the one asked for, else every mode."""
+    from routed_rl.steering import steer_kwargs, steering_modes
 
-    if select is not None and ablate:
-        raise UserError("use either --select or --ablate, not both")
-    if select is not None:
-        return [{"select": select}]
-    if ablate:
-        return [{"ablate": ablate}]
-    return steering_modes(expert_names)
+    asked = steer_kwargs(select, ablate)
+    return [asked] if asked else steering_modes(expert_names)
 
 
 @app.command("eval")
@@ -130,14 +128,17 @@ def export(
     select: Annotated[str | None, typer.Option(help="Keep this expert alone.")] = None,
     ablate: Annotated[list[str] | None, typer.Option(help="Remove these experts (repeatable).")] = None,
 ) -> None:
-    """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out."""
+    """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out.
+
+    Without --select or --ablate, the run's deployed steering (its config's eval.steering) is exported."""
     from routed_rl.export import export_policy
     from routed_rl.runs import RunDir
+    from routed_rl.steering import parse_mode, steer_kwargs
 
-    if (select is None) == (not ablate):
-        raise UserError("export needs exactly one of --select E or --ablate E")
-    model = RunDir(run).load_model()
-    folder = export_policy(model.policy, out, select=select, ablate=ablate)
+    rd = RunDir(run)
+    steer = steer_kwargs(select, ablate) or parse_mode(rd.load_config().eval.steering)
+    model = rd.load_model()
+    folder = export_policy(model.policy, out, **steer)
     kept = json.loads((folder / "policy.json").read_text())["experts"]
     typer.echo(f"exported {folder} (experts kept: {', '.join(kept)}); load it with routed_rl.export.load_exported")
 

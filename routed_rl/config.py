@@ -1,25 +1,31 @@
 """Typed, validated run configs (pydantic v2), loaded from YAML.
 
-A config has the sections ``env``, ``policy``, ``ppo``, ``routing``, ``labeling``, ``eval`` and ``logging``
-plus ``seed`` and ``total_steps``. Every field is documented and range-checked; an unknown key is an error
-that names its path and the closest valid key. Built-in configs live in ``routed_rl.configs``
-(``default``: the tuned routed config; ``paper``: the paper's settings).
+A config has the sections ``env``, ``policy``, ``ppo``, ``routing``, ``labeling``, ``early_stopping``,
+``eval`` and ``logging`` plus ``seed`` and ``total_steps``. Every field is documented and range-checked; an
+unknown key is an error that names its path and the closest valid key.
+
+A YAML config may name another as its ``base`` (a built-in name, or a path relative to the file): it then
+holds only the keys it changes, merged section by section over the base. The built-in baselines are
+written this way over ``default``, so a method and its baselines cannot drift apart in their PPO settings.
+Built-in configs live in ``routed_rl.configs``; ``routed-rl configs`` lists them.
 """
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routed_rl.errors import did_you_mean
 from routed_rl.routing import RoutingTable
+from routed_rl.steering import parse_mode, resolve_steering
 
 __all__ = [
     "ConfigError",
+    "EarlyStoppingConfig",
     "EnvConfig",
     "EvalConfig",
     "LabelingConfig",
@@ -38,7 +44,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class EnvConfig(_Section):
@@ -60,6 +66,11 @@ class EnvConfig(_Section):
     """Episodes are truncated after this many steps."""
     reward_scheme: Literal["terminal", "naive", "true"] = "terminal"
     """Training reward: ``terminal`` (+1 either terminal, what routing uses), ``naive`` or ``true``."""
+
+    @field_validator("reward_scheme", mode="before")
+    @classmethod
+    def _yaml_true(cls, value: Any) -> Any:
+        return "true" if value is True else value  # YAML reads the documented value `true` as a boolean
 
     @model_validator(mode="after")
     def _three_cells(self) -> EnvConfig:
@@ -126,13 +137,18 @@ class RoutingConfig(_Section):
     """Gradient routing."""
 
     enabled: bool = True
-    """False trains exactly like SB3's PPO."""
+    """Mask gradients by label. False: every step trains every expert and the gate (labels still give
+    ``label_rewards`` and the gate loss; with ``gate_coef: 0`` too, training is exactly SB3's PPO)."""
     table: dict[str, dict[str, float]] | None = None
     """label -> {expert: weight in [0, 1]}; None routes each expert's own label into it alone."""
     unlabeled: dict[str, float] | None = None
     """Per-expert gradient weights of unlabeled steps (None: 1 for every expert)."""
     gate_coef: float = Field(1.0, ge=0.0)
-    """Weight of the gate's cross-entropy against the label on labeled steps."""
+    """Weight of the gate's cross-entropy against the label on labeled steps (with or without routing)."""
+    labeled_only: bool = False
+    """Train on labeled steps only (the filtering baseline): the policy surrogate, entropy bonus, value loss
+    and gate loss are averaged over the labeled steps of each minibatch; unlabeled steps are collected (their
+    returns still enter GAE through the value function) but give no gradient."""
     expert_loss_coef: float = Field(0.0, ge=0.0)
     """Weight of the extra surrogate that trains each labeled step's owner expert acting alone (0: off)."""
     label_rewards: dict[str, float] | None = None
@@ -169,9 +185,29 @@ class LabelingConfig(_Section):
         return out
 
 
+class EarlyStoppingConfig(_Section):
+    """Keep the checkpoint with the best score instead of the last one (the early-stopping baselines).
+
+    Every ``every`` env steps the model is scored, and the best-scoring one (the later on ties) becomes the
+    run's ``model.zip`` at the end; ``early_stopping.json`` in the run folder records every score."""
+
+    metric: Literal["none", "overseen_return", "true_return"] = "none"
+    """``none``: keep the last model. ``overseen_return``: the mean true reward of the labeled training
+    episodes that ended since the previous check (what an overseer has: it saw those episodes and nothing
+    else). ``true_return``: the ground-truth discounted return of a deterministic evaluation on every
+    episode, steered as ``eval.steering``; no overseer has this (it peeks at unseen episodes)."""
+    every: int = Field(250_000, ge=1)
+    """Env steps between checks."""
+    episodes: int = Field(2000, ge=1)
+    """Evaluation episodes per check (``true_return`` only)."""
+
+
 class EvalConfig(_Section):
     """Ground-truth evaluation."""
 
+    steering: str = "unsteered"
+    """The deployed steering mode, reported as the run's result: ``unsteered``, ``select=EXPERT`` or
+    ``ablate=EXPERT[,EXPERT...]``; ``routed-rl export`` uses it when no flag is given."""
     episodes: int = Field(2000, ge=1)
     deterministic: bool = True
     gamma: float = Field(0.97, gt=0.0, le=1.0)
@@ -198,11 +234,16 @@ class RunConfig(_Section):
     seed: int = 0
     total_steps: int = Field(5_000_000, ge=1)
     """Env steps to train for."""
+    threads: int | None = Field(None, ge=1)
+    """Torch CPU threads for training (``None``: torch's default, the number of physical cores). Runs are
+    bit-for-bit reproducible for the same seed, torch build and thread count; another thread count sums
+    in another order and gives other weights."""
     env: EnvConfig = Field(default_factory=lambda: EnvConfig())
     policy: PolicyConfig = Field(default_factory=lambda: PolicyConfig())
     ppo: PPOConfig = Field(default_factory=lambda: PPOConfig())
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     labeling: LabelingConfig = Field(default_factory=lambda: LabelingConfig())
+    early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig())
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
 
@@ -214,15 +255,14 @@ class RunConfig(_Section):
                 table.label_id(label)
         except ValueError as e:
             raise ValueError(f"routing: {e}") from None
+        try:
+            resolve_steering(self.policy.expert_names, **parse_mode(self.eval.steering))
+        except ValueError as e:
+            raise ValueError(f"eval.steering: {e}") from None
         rollout = self.ppo.n_steps * self.env.n_envs
         if self.ppo.batch_size > rollout:
             raise ValueError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")
         return self
-
-
-def _hint(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
@@ -242,7 +282,7 @@ def _one_line(error: ValidationError) -> str:
     path = ".".join(str(p) for p in loc)
     if first["type"] == "extra_forbidden":
         valid = _fields_at(RunConfig, loc)
-        return f"unknown config key '{path}'{_hint(str(loc[-1]), valid)}; valid keys here: {', '.join(valid)}"
+        return f"unknown config key '{path}'{did_you_mean(str(loc[-1]), valid)}; valid keys here: {', '.join(valid)}"
     message = first["msg"].removeprefix("Value error, ")
     if path:
         return f"config key '{path}': {message} (got {first.get('input')!r})"
@@ -278,31 +318,63 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _read_yaml(source: str | Path, relative_to: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """The mapping in a built-in config or YAML file, and the file it came from."""
+    builtins = builtin_configs()
+    path = builtins.get(str(source)) or Path(source)
+    if not path.is_absolute() and relative_to is not None and str(source) not in builtins:
+        path = relative_to / path
+    if not path.is_file():
+        raise ConfigError(f"config {str(source)!r} is neither a file nor a built-in config ({', '.join(sorted(builtins))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"config {str(path)!r} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {str(path)!r} must be a YAML mapping of sections (env, policy, ppo, ...)")
+    return data, path
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``, section by section (a value that is not a mapping replaces the base's)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve_base(data: dict[str, Any], relative_to: Path | None, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Merge a config over the config its ``base`` key names, recursively."""
+    if "base" not in data:
+        return data
+    base_name = data["base"]
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"config key 'base' must name a built-in config or a YAML file, got {base_name!r}")
+    if base_name in chain:
+        raise ConfigError(f"config bases form a cycle: {' -> '.join([*chain, base_name])}")
+    base, path = _read_yaml(base_name, relative_to)
+    base = _resolve_base(base, path.parent, (*chain, base_name))
+    return _merge(base, {k: v for k, v in data.items() if k != "base"})
+
+
 def load_config(source: str | Path | dict[str, Any] = "default", overrides: list[str] | None = None) -> RunConfig:
     """Load and validate a config.
 
-    :param source: a built-in name (see :func:`builtin_configs`), a YAML path, or a dict
+    :param source: a built-in name (see :func:`builtin_configs`), a YAML path, or a dict; a ``base`` key in
+        it names a config to merge it over
     :param overrides: ``key.path=value`` strings applied on top (as ``routed-rl train --set``)
     :raises ConfigError: with a one-line message for anything wrong
     """
     if isinstance(source, dict):
-        data: Any = source
+        data, folder = source, None
     else:
-        builtins = builtin_configs()
-        path = builtins.get(str(source), Path(source))
-        if not path.is_file():
-            raise ConfigError(
-                f"config {str(source)!r} is neither a file nor a built-in config ({', '.join(sorted(builtins))})"
-            )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
-            raise ConfigError(f"config {str(path)!r} is not valid YAML{where}") from None
+        data, path = _read_yaml(source)
+        folder = path.parent
     if not isinstance(data, dict):
         raise ConfigError("a config must be a YAML mapping of sections (env, policy, ppo, ...)")
-    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy
+    data = _resolve_base(yaml.safe_load(yaml.safe_dump(data)), folder)  # a deep copy, then the bases
     for text in overrides or []:
         key, value = parse_override(text)
         _set_path(data, key, value)

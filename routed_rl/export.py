@@ -34,22 +34,20 @@ def export_policy(
     """Write the policy, with only the kept experts, to ``out_dir``.
 
     :param policy: a :class:`~routed_rl.agents.RoutedActorCriticPolicy` with the default flatten extractor
-    :param select: keep this expert alone; or ``ablate``: remove these experts
+    :param select: keep this expert alone; or ``ablate``: remove these experts; neither: keep every expert
+        (the unsteered policy)
     :return: the export folder
     """
     from routed_rl.steering import resolve_steering
 
-    if (select is None) == (ablate is None):
-        raise ValueError("export needs exactly one of --select or --ablate")
     steering = resolve_steering(policy.expert_names, select=select, ablate=ablate)
-    assert steering is not None
     if type(policy.features_extractor).__name__ != "FlattenExtractor":
         raise ValueError("export supports the default flatten features extractor only")
     activation = policy.activation_fn.__name__
     if activation not in _ACTIVATIONS:
         raise ValueError(f"export supports activations {sorted(_ACTIVATIONS)}, got {activation}")
     moe = policy.moe
-    kept = [k for k, keep in enumerate(steering.keep) if keep]
+    kept = [k for k, keep in enumerate(steering.keep if steering is not None else [True] * moe.n_experts) if keep]
     tensors: dict[str, th.Tensor] = {}
     for k in kept:
         for name, value in moe.experts[k].state_dict().items():
@@ -66,7 +64,7 @@ def export_policy(
     }
     meta = {
         "format": FORMAT,
-        "steering": steering.name,
+        "steering": "unsteered" if steering is None else steering.name,
         "observation_shape": list(policy.observation_space.shape),
         "n_actions": int(policy.action_space.n),
         "experts": [moe.expert_names[k] for k in kept],

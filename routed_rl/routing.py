@@ -7,12 +7,12 @@ It also holds the :class:`RoutingTable` that turns episode labels into per-exper
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch as th
 
+from routed_rl.errors import did_you_mean
 from routed_rl.type_aliases import UNLABELED, RoutingSpec
 
 __all__ = ["RoutingTable", "route"]
@@ -49,11 +49,6 @@ def route(x: th.Tensor, weight: th.Tensor | None) -> th.Tensor:
     return _Route.apply(x, w)  # type: ignore[no-any-return]
 
 
-def _suggest(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 class RoutingTable:
     """Maps episode labels to per-expert gradient weights.
 
@@ -82,9 +77,9 @@ class RoutingTable:
                 raise ValueError(f"routing table entry for label {label!r} must map expert names to weights, got {entry!r}")
             for expert, weight in entry.items():
                 if expert not in self.expert_names:
+                    hint = did_you_mean(expert, self.expert_names)
                     raise ValueError(
-                        f"routing table entry {label!r} names unknown expert {expert!r}{_suggest(expert, self.expert_names)}; "
-                        f"experts are {self.expert_names}"
+                        f"routing table entry {label!r} names unknown expert {expert!r}{hint}; experts are {self.expert_names}"
                     )
                 if not 0.0 <= float(weight) <= 1.0:
                     raise ValueError(f"routing weight {label!r} -> {expert!r} must be in [0, 1], got {weight}")
@@ -94,7 +89,7 @@ class RoutingTable:
         self.unlabeled = {e: 1.0 for e in self.expert_names}
         for expert, weight in (unlabeled or {}).items():
             if expert not in self.expert_names:
-                raise ValueError(f"unlabeled routing names unknown expert {expert!r}{_suggest(expert, self.expert_names)}")
+                raise ValueError(f"unlabeled routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
             if not 0.0 <= float(weight) <= 1.0:
                 raise ValueError(f"unlabeled routing weight for {expert!r} must be in [0, 1], got {weight}")
             self.unlabeled[expert] = float(weight)
@@ -119,7 +114,7 @@ class RoutingTable:
         try:
             return self.labels.index(label)
         except ValueError:
-            raise ValueError(f"unknown label {label!r}{_suggest(label, self.labels)}; labels are {self.labels}") from None
+            raise ValueError(f"unknown label {label!r}{did_you_mean(label, self.labels)}; labels are {self.labels}") from None
 
     def weights(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
         """Per-expert gradient weights.

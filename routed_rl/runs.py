@@ -2,7 +2,7 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``command.txt``, ``model.zip``, ``checkpoints/``
 (periodic, written atomically), ``tensorboard/``, ``eval.json``, ``labels.jsonl`` (every label spent) and
-``figures/``.
+``figures/``; an early-stopped run also ``best.zip`` and ``early_stopping.json``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ class RunDir:
         return self.root / "tensorboard"
 
     @property
+    def best_model(self) -> Path:
+        """The best-scoring model of an early-stopped run (see ``early_stopping.json``)."""
+        return self.root / "best.zip"
+
+    @property
+    def early_stopping(self) -> Path:
+        return self.root / "early_stopping.json"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval.json"
 
@@ -111,6 +120,12 @@ class RunDir:
         if path is None:
             raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
         return load_model_file(RoutedPPO, path, env)
+
+    def load_best_model(self, env: Any = None) -> Any:
+        """The best-scoring model an early-stopped run kept (``best.zip``)."""
+        from routed_rl.agents import RoutedPPO
+
+        return load_model_file(RoutedPPO, self.best_model, env)
 
 
 def load_model_file(cls: Any, path: Path, env: Any = None) -> Any:

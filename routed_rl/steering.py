@@ -7,12 +7,13 @@ applies it in every forward pass, so all of SB3's inference paths (``forward``, 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Steering", "mode_name", "resolve_steering", "steering_modes"]
+from routed_rl.errors import did_you_mean
+
+__all__ = ["Steering", "mode_name", "parse_mode", "resolve_steering", "steer_kwargs", "steering_modes"]
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,7 @@ class Steering:
 
 def _check_name(name: str, expert_names: Sequence[str]) -> None:
     if name not in expert_names:
-        close = difflib.get_close_matches(name, list(expert_names), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown expert {name!r}{hint}; experts are {list(expert_names)}")
+        raise ValueError(f"unknown expert {name!r}{did_you_mean(name, expert_names)}; experts are {list(expert_names)}")
 
 
 def resolve_steering(
@@ -62,6 +61,8 @@ def resolve_steering(
         dropped = [ablate] if isinstance(ablate, str) else list(ablate)
         for name in dropped:
             _check_name(name, names)
+        if len(set(dropped)) != len(dropped):
+            raise ValueError(f"ablate names an expert twice: {dropped}")
         keep = tuple(e not in dropped for e in names)
         if not any(keep):
             raise ValueError(f"cannot ablate every expert; experts are {names}")
@@ -93,3 +94,33 @@ def mode_name(expert_names: Sequence[str], **steer: Any) -> str:
     """The name of a steering mode given as ``policy.steer`` keyword arguments, e.g. ``ablate=ghost``."""
     steering = resolve_steering(expert_names, **steer)
     return "unsteered" if steering is None else steering.name
+
+
+def steer_kwargs(select: str | None = None, ablate: str | Sequence[str] | None = None) -> dict[str, Any]:
+    """``policy.steer`` keyword arguments from a select-or-ablate request (``{}``: unsteered).
+
+    :raises ValueError: when both are given
+    """
+    if select is not None and ablate:
+        raise ValueError("use either select (--select) or ablate (--ablate), not both")
+    if select is not None:
+        return {"select": select}
+    if ablate:
+        return {"ablate": [ablate] if isinstance(ablate, str) else list(ablate)}
+    return {}
+
+
+def parse_mode(text: str) -> dict[str, Any]:
+    """The inverse of :func:`mode_name` for select and ablate: ``"select=diamond"`` -> ``{"select": "diamond"}``,
+    ``"ablate=ghost"`` -> ``{"ablate": ["ghost"]}``, ``"unsteered"`` -> ``{}``.
+
+    :raises ValueError: for any other text
+    """
+    kind, sep, names = text.partition("=")
+    if text == "unsteered":
+        return {}
+    if sep and names and kind == "select":
+        return {"select": names}
+    if sep and names and kind == "ablate":
+        return {"ablate": names.split(",")}
+    raise ValueError(f"steering mode must be 'unsteered', 'select=EXPERT' or 'ablate=EXPERT[,EXPERT...]', got {text!r}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 
@@ -13,7 +14,7 @@ from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.steering import mode_name, steering_modes
+from routed_rl.steering import mode_name, parse_mode, steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
@@ -58,6 +59,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         gate_coef=r.gate_coef,
         expert_loss_coef=r.expert_loss_coef,
         label_rewards=r.label_rewards,
+        labeled_only=r.labeled_only,
         policy_kwargs=policy_kwargs(config),
         seed=config.seed,
         tensorboard_log=tensorboard_log,
@@ -90,6 +92,23 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
     model.logger.dump(model.num_timesteps)
 
 
+def _set_threads(config: RunConfig) -> None:
+    if config.threads is not None:
+        th.set_num_threads(config.threads)
+
+
+def _evaluate_kwargs(config: RunConfig) -> dict[str, Any]:
+    """:func:`~routed_rl.evaluation.evaluate` keyword arguments from the ``eval`` and ``env`` sections."""
+    e = config.eval
+    return {
+        "n_episodes": e.episodes,
+        "deterministic": e.deterministic,
+        "env_kwargs": config.env.env_kwargs(),
+        "seed": e.seed,
+        "gamma": e.gamma,
+    }
+
+
 def run_training(
     config_name: str | None,
     overrides: list[str],
@@ -102,7 +121,7 @@ def run_training(
 
     :raises ValueError: (and ``ConfigError``, ``FileNotFoundError``) for bad input, before anything is written
     """
-    from routed_rl.callbacks import ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
+    from routed_rl.callbacks import EarlyStoppingCallback, ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
     from routed_rl.evaluation import evaluate, format_table
 
     if resume is not None:
@@ -115,6 +134,7 @@ def run_training(
         if overrides:
             config = load_config(config.model_dump(mode="json"), overrides)
         run.write_config(config, command)
+        _set_threads(config)
         model = run.load_model(prefer_final=False)
         model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
     else:
@@ -125,17 +145,24 @@ def run_training(
         if run.model.exists() or run.latest_checkpoint() is not None:
             raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
         run.write_config(config, command)
+        _set_threads(config)
         model = build_model(config, tensorboard_log=str(run.tensorboard) if config.logging.tensorboard else None)
     remaining = config.total_steps - model.num_timesteps
     stop = StopOnSignal()
     saver = RunCallback(run, config.logging.checkpoint_every)
     modes = steering_modes(model.policy.expert_names)
+    if (deployed := parse_mode(config.eval.steering)) not in modes:
+        modes.append(deployed)
     log = config.logging
     callbacks: list[Any] = [
         stop,
         saver,
         SteeredEvalCallback(log.eval_every, log.eval_episodes, config.env.env_kwargs(), modes, config.eval.seed),
     ]
+    stopping = config.early_stopping
+    if stopping.metric != "none":
+        evaluate_kwargs = {**_evaluate_kwargs(config), "n_episodes": stopping.episodes, **deployed}
+        callbacks.append(EarlyStoppingCallback(run, stopping.metric, stopping.every, evaluate_kwargs))
     if not quiet:
         callbacks.append(ProgressCallback(config.total_steps))
         print(f"run folder {run.root}; training to {config.total_steps:,} env steps (tensorboard --logdir {run.tensorboard})")
@@ -146,21 +173,16 @@ def run_training(
         print(f"{stop.signal_name}: stopped at step {model.num_timesteps:,}; checkpoint {checkpoint}")
         print(f"resume with: routed-rl train --resume {run.root}")
         return run
+    trained = model
+    if stopping.metric != "none" and run.best_model.is_file():
+        model = run.load_best_model()
+        model.set_logger(trained.logger)
+        best = json.loads(run.early_stopping.read_text())["best"]
+        print(f"early stopping ({stopping.metric}): keeping the model of step {best['step']:,} (score {best['score']:.3f})")
     atomic_save(model, run.model)
-    results = [
-        evaluate(
-            model,
-            config.eval.episodes,
-            config.eval.deterministic,
-            config.env.env_kwargs(),
-            config.eval.seed,
-            config.eval.gamma,
-            **s,
-        )
-        for s in modes
-    ]
+    results = [evaluate(model, **_evaluate_kwargs(config), **s) for s in modes]
     run.eval.write_text(json.dumps([r.to_dict() for r in results], indent=2))
     _log_figures(model, run, config)
-    print(f"trained {model.num_timesteps:,} env steps; {model.labeler.labels_spent} labels spent; model {run.model}")
+    print(f"trained {trained.num_timesteps:,} env steps; {trained.labeler.labels_spent} labels spent; model {run.model}")
     print(format_table([r.to_dict() for r in results]))
     return run

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from routed_rl.config import builtin_configs
 from routed_rl.runs import RunDir
+from routed_rl.steering import mode_name, parse_mode
 
 FAST = [
     "--set", "env.n_envs=16",
@@ -135,8 +137,11 @@ BAD_INPUTS = [
     (["eval", "corrupt", "--select", "diamond"], "is corrupt"),
     (["eval", "truncated"], "cannot be loaded"),
     (["eval", "good", "--select", "diamnd"], "unknown expert 'diamnd' (did you mean 'diamond'?)"),
-    (["eval", "good", "--select", "diamond", "--ablate", "ghost"], "either --select or --ablate"),
-    (["export", "good", "-o", "out"], "exactly one of --select E or --ablate E"),
+    (["eval", "good", "--select", "diamond", "--ablate", "ghost"], "either select (--select) or ablate (--ablate)"),
+    (["export", "good", "--select", "diamond", "--ablate", "ghost", "-o", "out"], "either select (--select) or ablate"),
+    (["eval", "good", "--ablate", "diamond", "--ablate", "diamond"], "ablate names an expert twice"),
+    (["train", "default", "--set", "eval.steering=select=diamnd"], "unknown expert 'diamnd' (did you mean 'diamond'?)"),
+    (["train", "default", "--set", "ppo.learning_rate=.inf"], "config key 'ppo.learning_rate'"),
     (["export", "good", "--ablate", "diamond", "--ablate", "ghost", "-o", "out"], "cannot ablate every expert"),
     (["train", "default", "--run-dir", "good"], "already holds a trained run"),
 ]
@@ -165,6 +170,41 @@ def test_bad_input_exits_2_with_one_line(bad_input_dir: Path, args: list[str], m
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
+
+
+STOPPING = ["--set", "early_stopping.every=1024", "--set", "early_stopping.episodes=20"]
+
+
+@pytest.mark.parametrize("name", sorted(builtin_configs()), ids=sorted(builtin_configs()))
+def test_every_builtin_config_trains_evaluates_and_exports(tmp_path: Path, name: str) -> None:
+    trained = cli("train", name, *FAST, *STOPPING, "--total-steps", "2048", "--run-dir", "run", "-q", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    run = RunDir(tmp_path / "run")
+    config = run.load_config()
+    deployed = mode_name(config.policy.expert_names, **parse_mode(config.eval.steering))
+    assert deployed in {r["mode"] for r in json.loads(run.eval.read_text())}
+
+    result = cli("eval", "run", "--episodes", "20", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert deployed in {r["mode"] for r in json.loads(result.stdout)}
+    result = cli("export", "run", "-o", "deploy", cwd=tmp_path)  # the run's deployed steering
+    assert result.returncode == 0, result.stderr
+    kept = json.loads((tmp_path / "deploy" / "policy.json").read_text())["experts"]
+    assert kept == (["diamond"] if deployed == "select=diamond" else config.policy.expert_names)
+    if config.early_stopping.metric != "none":
+        record = json.loads(run.early_stopping.read_text())
+        assert [h["step"] for h in record["history"]] == [1024, 2048]
+        assert run.load_model().num_timesteps == record["best"]["step"]  # model.zip is the chosen checkpoint
+        assert f"keeping the model of step {record['best']['step']:,}" in trained.stdout
+
+
+def test_configs_lists_every_builtin_with_what_it_is_for(tmp_path: Path) -> None:
+    result = cli("configs", cwd=tmp_path)
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert set(lines) == set(builtin_configs())
+    assert all(len(line.split(None, 1)[1]) > 20 for line in lines.values())  # a line saying what each is for
+    assert "ghost" in lines["naive"] and "early" not in lines["oracle"]
 
 
 def test_usage_errors_and_help(tmp_path: Path) -> None:

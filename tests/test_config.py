@@ -18,10 +18,6 @@ def test_builtin_configs_load_and_build(name: str) -> None:
     assert model.n_envs == 4
 
 
-def test_builtins_include_default_and_paper() -> None:
-    assert {"default", "paper"} <= set(builtin_configs())
-
-
 def test_overrides_and_yaml_files(tmp_path: Path) -> None:
     config = load_config("default", ["env.oversight_prob=0.01", "seed=3", "routing.label_rewards={ghost: -1.0}"])
     assert config.env.oversight_prob == 0.01 and config.seed == 3 and config.routing.label_rewards == {"ghost": -1.0}
@@ -35,7 +31,7 @@ def test_overrides_and_yaml_files(tmp_path: Path) -> None:
 BAD = [
     (["env.oversight_prb=0.1"], r"unknown config key 'env.oversight_prb' \(did you mean 'oversight_prob'\?\)"),
     (["ppo.n_step=4"], r"unknown config key 'ppo.n_step' \(did you mean 'n_steps'\?\)"),
-    (["enviroment.n_envs=4"], r"unknown config key 'enviroment'; valid keys here: seed, total_steps, env, policy"),
+    (["enviroment.n_envs=4"], r"unknown config key 'enviroment'; valid keys here: seed, total_steps, threads, env, policy"),
     (["polcy.expert_arch=[8]"], r"unknown config key 'polcy' \(did you mean 'policy'\?\)"),
     (["env.oversight_prob=1.5"], r"config key 'env.oversight_prob': Input should be less than or equal to 1"),
     (["env.n_envs=0"], r"config key 'env.n_envs': Input should be greater than or equal to 1"),
@@ -69,3 +65,114 @@ def test_bad_files(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(listy)
+
+
+BASELINES = {
+    "default",
+    "default_blind",
+    "naive",
+    "naive_blind",
+    "filtering",
+    "oracle",
+    "moe_no_routing",
+    "naive_early_stopping",
+    "naive_early_stopping_peek",
+    "paper",
+}
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key in a.keys() | b.keys():
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out |= _differences(a[key], b[key], f"{prefix}{key}.")
+        elif a.get(key) != b.get(key):
+            out.add(prefix + key)
+    return out
+
+
+# each baseline differs from the default only in the keys that define it
+DEFINING_KEYS = {
+    "default_blind": {"policy.expert_obs_channels", "policy.gate_obs_channels"},
+    "naive": {"routing.enabled", "routing.gate_coef", "eval.steering"},
+    "naive_blind": {
+        "policy.expert_obs_channels",
+        "policy.gate_obs_channels",
+        "routing.enabled",
+        "routing.gate_coef",
+        "eval.steering",
+    },
+    "filtering": {"routing.enabled", "routing.gate_coef", "eval.steering", "routing.labeled_only"},
+    "oracle": {"routing.enabled", "routing.gate_coef", "eval.steering", "env.reward_scheme", "routing.label_rewards"},
+    "moe_no_routing": {"routing.enabled"},
+    "naive_early_stopping": {"routing.enabled", "routing.gate_coef", "eval.steering", "early_stopping.metric"},
+    "naive_early_stopping_peek": {"routing.enabled", "routing.gate_coef", "eval.steering", "early_stopping.metric"},
+}
+
+
+def test_the_baselines_are_built_in() -> None:
+    assert set(builtin_configs()) == BASELINES
+
+
+@pytest.mark.parametrize("name", sorted(DEFINING_KEYS), ids=sorted(DEFINING_KEYS))
+def test_baselines_differ_from_the_default_only_in_their_defining_keys(name: str) -> None:
+    default = load_config("default").model_dump()
+    assert _differences(load_config(name).model_dump(), default) == DEFINING_KEYS[name]
+
+
+def test_default_is_the_papers_problem_the_agent_sees_the_oversight() -> None:
+    config = load_config("default")
+    assert config.policy.expert_obs_channels is None and config.policy.gate_obs_channels is None
+    assert config.eval.steering == "select=diamond"
+    assert load_config("default_blind").policy.expert_obs_channels == [0, 1, 2]
+
+
+def test_base_merges_section_by_section_and_resolves_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "parent.yaml").write_text("base: naive\nppo:\n  learning_rate: 1.0e-4\n")
+    (tmp_path / "child.yaml").write_text(
+        "base: sub/parent.yaml\nenv:\n  oversight_prob: 0.05\nrouting:\n  label_rewards: null\n"
+    )
+    config = load_config(tmp_path / "child.yaml", ["ppo.n_epochs=2"])
+    assert config.ppo.learning_rate == 1e-4 and config.ppo.n_epochs == 2 and config.ppo.gamma == 0.99  # from default
+    assert config.env.oversight_prob == 0.05 and config.env.n_envs == 256
+    assert config.routing.enabled is False and config.routing.label_rewards is None  # null replaces the base's
+
+
+def test_bad_bases(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"config bases form a cycle: a.yaml -> b.yaml -> a.yaml|cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nonexistent\n")
+    with pytest.raises(ConfigError, match="'nonexistent' is neither a file nor a built-in config"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [default]\n")
+    with pytest.raises(ConfigError, match="'base' must name a built-in config or a YAML file"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_reward_scheme_true_as_yaml_reads_it() -> None:
+    """YAML reads `true` as a boolean; the documented value must still mean the true reward."""
+    assert load_config("default", ["env.reward_scheme=true"]).env.reward_scheme == "true"
+    assert load_config("oracle").env.reward_scheme == "true"
+    with pytest.raises(ConfigError, match=r"env\.reward_scheme"):
+        load_config("default", ["env.reward_scheme=false"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("eval.steering=select=diamnd", r"eval.steering: unknown expert 'diamnd' \(did you mean 'diamond'\?\)"),
+        ("eval.steering=diamond", "steering mode must be 'unsteered', 'select=EXPERT' or 'ablate=EXPERT"),
+        ("eval.steering=ablate=diamond,ghost", "cannot ablate every expert"),
+        ("early_stopping.metric=best", "early_stopping.metric"),
+        ("ppo.learning_rate=.inf", "ppo.learning_rate"),
+        ("ppo.clip_range=.nan", "ppo.clip_range"),
+        ("threads=0", "threads"),
+    ],
+    ids=["steer-expert", "steer-form", "steer-all", "stop-metric", "lr-inf", "clip-nan", "threads"],
+)
+def test_new_keys_are_checked(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("default", [override])

@@ -38,8 +38,9 @@ def model() -> RoutedPPO:
         ({"select": "diamond"}, ["diamond"]),
         ({"ablate": ["ghost"]}, ["diamond", "lava"]),
         ({"ablate": ["ghost", "lava"]}, ["diamond"]),
+        ({}, NAMES),
     ],
-    ids=["select", "ablate-one", "ablate-two"],
+    ids=["select", "ablate-one", "ablate-two", "unsteered"],
 )
 def test_export_keeps_only_kept_experts_and_matches_steering(
     model: RoutedPPO, tmp_path: Path, steer: dict, kept: list[str]
@@ -69,8 +70,8 @@ def test_export_keeps_only_kept_experts_and_matches_steering(
 
 
 def test_export_needs_one_mode_and_known_experts(model: RoutedPPO, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="exactly one of"):
-        export_policy(model.policy, tmp_path)
+    with pytest.raises(ValueError, match="steer takes one of select=, ablate= or weights="):
+        export_policy(model.policy, tmp_path, select="diamond", ablate="ghost")
     with pytest.raises(ValueError, match=r"unknown expert 'gost'.*experts are \['diamond', 'ghost', 'lava'\]"):
         export_policy(model.policy, tmp_path, select="gost")
     with pytest.raises(ValueError, match="cannot ablate every expert"):

@@ -1,4 +1,5 @@
-"""RoutedPPO: exactly SB3's PPO without routing or with one expert; routed updates touch only their experts."""
+"""RoutedPPO: exactly SB3's PPO without routing and gate loss, or with one expert; routed updates touch only their
+experts; the gate loss, label rewards and labeled-only training do what they say."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_matches_sb3_ppo_update_for_update(experts: list[str], routing_enabled: 
         env(),
         routing=routing,
         routing_enabled=routing_enabled,
+        gate_coef=1.0 if routing_enabled else 0.0,  # routing off and no gate loss: plain PPO
         seed=5,
         policy_kwargs=policy_kwargs,
         **PPO_KWARGS,
@@ -100,30 +102,79 @@ def test_first_minibatch_ratio_is_one_with_routing() -> None:
     assert model.logger.name_to_value["train/clip_fraction"] == 0.0
 
 
-def test_gate_learns_from_labels() -> None:
-    env = OversightGridVecEnv(32, oversight_prob=1.0, seed=0)
-    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=256, n_epochs=4, gate_coef=1.0, learning_rate=1e-3)
-    model.learn(32 * 16 * 6)
-    assert "train/gate_loss" in model.logger.name_to_value
-    assert model.labeler.label_fraction > 0.5
+@pytest.mark.parametrize("routing_enabled", [True, False], ids=["routed", "moe-no-routing"])
+def test_gate_learns_from_labels(routing_enabled: bool) -> None:
+    """Every step labeled "ghost": the gate loss moves the gate's weight on the ghost expert from 0.5 towards 1,
+    with routing (the gate's policy gradient stopped on labeled steps) or without it."""
+    env = OversightGridVecEnv(8, seed=0)
+    model = RoutedPPO(
+        "RoutedPolicy",
+        env,
+        seed=0,
+        gate_coef=1.0,
+        routing_enabled=routing_enabled,
+        policy_kwargs={"expert_arch": [16]},
+        **{**PPO_KWARGS, "learning_rate": 1e-2},
+    )
+    obs = th.as_tensor(OversightGridVecEnv(256, seed=9).reset())
+    before = model.policy.mixture_weights(obs)[:, 1].mean().item()
+    model.learn(8 * 16 * 5, callback=_LabelEverything("ghost"))
+    after = model.policy.mixture_weights(obs)[:, 1].mean().item()
+    assert abs(before - 0.5) < 0.1 and after > 0.8, (before, after)
+    assert model.logger.name_to_value["train/gate_loss"] > 0
 
 
 def test_label_rewards_replace_the_env_reward_on_labeled_episodes() -> None:
-    env = OversightGridVecEnv(8, oversight_prob=1.0, seed=0)
-    rewards: list[float] = []
+    """The buffer itself holds the label reward at a labeled episode's last step, and the env's elsewhere."""
+    env = OversightGridVecEnv(8, oversight_prob=0.5, seed=0)
+    checked: dict[str, int] = {"labeled": 0, "unlabeled": 0}
 
-    class _Rewards(BaseCallback):
+    class _Check(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            self.ends: list[tuple[int, int, bool, str]] = []
+
         def _on_step(self) -> bool:
             for i in np.flatnonzero(self.locals["dones"]):
-                if self.locals["infos"][i]["outcome"] == "ghost":
-                    rewards.append(float(self.locals["rewards"][i]))
+                info = self.locals["infos"][i]
+                if info["outcome"] != "timeout":  # the row about to be added, the env, overseen, outcome
+                    self.ends.append((self.model.rollout_buffer.pos, i, info["overseen"], info["outcome"]))
             return True
 
-    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=64, label_rewards={"ghost": -1.0})
-    model.learn(8 * 16, callback=_Rewards())
-    assert rewards and all(r == -1.0 for r in rewards)
+        def _on_rollout_end(self) -> None:
+            stored = self.model.rollout_buffer.rewards
+            for row, i, overseen, outcome in self.ends:
+                expected = {"ghost": -1.0, "diamond": 2.0}[outcome] if overseen else 1.0
+                assert stored[row, i] == expected, (row, i, overseen, outcome, stored[row, i])
+                checked["labeled" if overseen else "unlabeled"] += 1
+
+    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=64, label_rewards={"ghost": -1.0, "diamond": 2.0})
+    model.learn(8 * 16 * 2, callback=_Check())
+    assert checked["labeled"] > 3 and checked["unlabeled"] > 3, checked
     with pytest.raises(ValueError, match="unknown label 'gost'"):
         RoutedPPO("RoutedPolicy", env, label_rewards={"gost": -1.0})
+
+
+def test_labeled_only_trains_nothing_without_labels_and_only_on_labeled_steps() -> None:
+    """Filtering: with no label in a rollout no parameter moves; the loss is the labeled steps' alone."""
+    env = OversightGridVecEnv(8, oversight_prob=0.0, seed=0)
+    kwargs = {"policy_kwargs": {"expert_arch": [16], "value_arch": [16]}, "routing_enabled": False, "gate_coef": 0.0}
+    model = RoutedPPO("RoutedPolicy", env, seed=0, labeled_only=True, **kwargs, **PPO_KWARGS)
+    before = _params(model)
+    model.learn(8 * 16)
+    assert model.labeler.labels_spent == 0
+    assert all(th.equal(v, before[k]) for k, v in _params(model).items())
+
+    # every step labeled: the same as plain training on the same data
+    def trained(labeled_only: bool) -> dict[str, th.Tensor]:
+        m = RoutedPPO(
+            "RoutedPolicy", OversightGridVecEnv(8, seed=3), seed=3, labeled_only=labeled_only, **kwargs, **PPO_KWARGS
+        )
+        m.learn(8 * 16, callback=_LabelEverything("diamond"))
+        return _params(m)
+
+    ours, plain = trained(True), trained(False)
+    for k in plain:
+        assert th.allclose(ours[k], plain[k], rtol=1e-5, atol=1e-6), k
 
 
 def test_bad_arguments() -> None:
