@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-all bench lint clean
 
 install: $(STAMP)
 
@@ -21,10 +21,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not expensive"
 
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) -m pytest -q -m expensive
 	$(PY) benchmarks/oversight_quality.py
+	$(PY) benchmarks/baselines.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

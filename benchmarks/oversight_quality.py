@@ -1,5 +1,6 @@
-"""Oversight quality: train the default routed config at several oversight levels and seeds, then evaluate
-the policy steered to the diamond expert (deterministic actions) on the ground truth.
+"""Oversight quality: train a routed config (``default`` unless ``--config``) at several oversight levels and
+seeds, then evaluate the policy in its deployed steering mode (the config's ``eval.steering``, e.g. the
+diamond expert alone; deterministic actions) on the ground truth.
 
 For each run it reports diamond, ghost and timeout rates, the mean ground-truth discounted return
 (gamma 0.97), the labels spent, and the env steps and wall time used. Reference rows from the same
@@ -20,6 +21,7 @@ import numpy as np
 from routed_rl.config import load_config
 from routed_rl.envs.oversight_grid_scripted import ScriptedPolicy
 from routed_rl.evaluation import evaluate
+from routed_rl.steering import parse_mode
 from routed_rl.training import build_model
 
 
@@ -64,7 +66,7 @@ def main() -> None:
                 env_kwargs=config.env.env_kwargs(),
                 seed=config.eval.seed,
                 gamma=config.eval.gamma,
-                select="diamond",
+                **parse_mode(config.eval.steering),
             ).to_dict()
             res.update(
                 oversight_prob=p, seed=seed, env_steps=model.num_timesteps, wall_s=wall, labels=model.labeler.labels_spent
@@ -72,7 +74,7 @@ def main() -> None:
             results.append(res)
             print(
                 _row(
-                    f"p={p:g} seed={seed} diamond expert",
+                    f"p={p:g} seed={seed} {config.eval.steering}",
                     res,
                     f"{model.num_timesteps / 1e6:.1f}M",
                     f"{wall:.0f}s",

@@ -175,10 +175,11 @@ class EarlyStoppingCallback(_EveryNSteps):
 
     def check(self) -> None:
         """Score the model now; save it as ``best.zip`` if it is the best so far."""
-        if self.history and self.history[-1]["step"] == self.num_timesteps:
+        step = self.model.num_timesteps
+        if self.history and self.history[-1]["step"] == step:
             return
         score, episodes = self.score()
-        entry = {"step": self.num_timesteps, "score": score, "episodes": episodes}
+        entry = {"step": step, "score": score, "episodes": episodes}
         self.history.append(entry)
         if score is not None and (self.best is None or score >= self.best["score"]):
             atomic_save(self.model, self.run.best_model)

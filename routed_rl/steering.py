@@ -7,6 +7,7 @@ applies it in every forward pass, so all of SB3's inference paths (``forward``, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,8 @@ def resolve_steering(
     if weights is not None:
         for name, w in weights.items():
             _check_name(name, names)
-            if float(w) < 0:
-                raise ValueError(f"steering weight for {name!r} must be >= 0, got {w}; experts are {names}")
+            if not math.isfinite(float(w)) or float(w) < 0:
+                raise ValueError(f"steering weight for {name!r} must be a finite number >= 0, got {w}; experts are {names}")
         total = sum(float(w) for w in weights.values())
         if total <= 0:
             raise ValueError(f"steering weights must have a positive sum; experts are {names}")

@@ -35,3 +35,20 @@ def test_persistent_steering_on_a_loaded_model(tmp_path: Path) -> None:
     loaded.policy.steer()
     unsteered, _ = loaded.predict(obs, deterministic=True)
     assert np.array_equal(unsteered, model.predict(obs, deterministic=True)[0])
+
+
+def test_bad_steering_requests_name_what_to_fix() -> None:
+    import pytest
+
+    from routed_rl.steering import parse_mode, steer_kwargs
+
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="must be a finite number >= 0"):
+            resolve_steering(["a", "b"], weights={"a": bad, "b": 1.0})
+    with pytest.raises(ValueError, match="ablate names an expert twice"):
+        resolve_steering(["a", "b"], ablate=["a", "a"])
+    with pytest.raises(ValueError, match="either select"):
+        steer_kwargs("a", ["b"])
+    assert parse_mode("ablate=a,b") == {"ablate": ["a", "b"]} and parse_mode("unsteered") == {}
+    with pytest.raises(ValueError, match="steering mode must be"):
+        parse_mode("select=")

@@ -1,0 +1,86 @@
+"""Run-folder callbacks: early stopping scores only what an overseer sees and keeps the best model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from routed_rl.callbacks import EarlyStoppingCallback
+from routed_rl.runs import RunDir
+
+
+class _Model:
+    """Stands in for RoutedPPO: the labels of the current step, and a save that records the step."""
+
+    def __init__(self) -> None:
+        self.step_labels: list[tuple[int, str]] = []
+        self.num_timesteps = 0
+        self.logger = SimpleNamespace(record=lambda *a, **k: None)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(str(self.num_timesteps))
+
+
+def _callback(tmp_path: Path) -> tuple[EarlyStoppingCallback, _Model]:
+    callback = EarlyStoppingCallback(RunDir(tmp_path), "overseen_return", every=100, evaluate_kwargs={})
+    model = _Model()
+    callback.model = model  # type: ignore[assignment]
+    return callback, model
+
+
+def _step(callback: EarlyStoppingCallback, model: _Model, labeled: dict[int, float], unlabeled: dict[int, float]) -> None:
+    """One env step: episodes end in the envs given, with their true rewards; only ``labeled`` ones were seen."""
+    infos = [{} for _ in range(8)]
+    for env, reward in {**labeled, **unlabeled}.items():
+        infos[env] = {"true_reward": reward, "outcome": "x"}
+    model.step_labels = [(env, "label") for env in labeled]
+    callback.locals = {"infos": infos}
+    callback._on_step()
+
+
+def test_overseen_return_reads_only_labeled_episodes_and_keeps_the_best(tmp_path: Path) -> None:
+    callback, model = _callback(tmp_path)
+    _step(callback, model, labeled={0: 1.0, 3: -1.0}, unlabeled={1: -1.0, 2: -1.0})
+    _step(callback, model, labeled={5: 1.0}, unlabeled={6: -1.0})
+    model.num_timesteps = 100
+    callback.check()
+    assert callback.history[-1] == {"step": 100, "score": pytest.approx(1 / 3), "episodes": 3}  # unseen -1s ignored
+    assert (tmp_path / "best.zip").read_text() == "100"
+
+    _step(callback, model, labeled={1: -1.0}, unlabeled={0: 1.0, 2: 1.0, 4: 1.0})  # better unseen, worse seen
+    model.num_timesteps = 200
+    callback.check()
+    assert callback.history[-1]["score"] == -1.0 and callback.best["step"] == 100  # type: ignore[index]
+    assert (tmp_path / "best.zip").read_text() == "100"
+
+    model.num_timesteps = 300
+    callback.check()  # no labeled episode ended: nothing to score
+    assert callback.history[-1] == {"step": 300, "score": None, "episodes": 0}
+
+    _step(callback, model, labeled={2: 1.0}, unlabeled={})
+    model.num_timesteps = 400
+    callback.check()  # ties go to the later model
+    assert callback.best["step"] == 400 and (tmp_path / "best.zip").read_text() == "400"  # type: ignore[index]
+    record = json.loads((tmp_path / "early_stopping.json").read_text())
+    assert record["metric"] == "overseen_return" and record["best"]["step"] == 400 and len(record["history"]) == 4
+
+
+def test_a_resumed_run_keeps_its_best_score(tmp_path: Path) -> None:
+    callback, model = _callback(tmp_path)
+    _step(callback, model, labeled={0: 1.0}, unlabeled={})
+    model.num_timesteps = 100
+    callback.check()
+    resumed, model = _callback(tmp_path)
+    assert resumed.best == {"step": 100, "score": 1.0, "episodes": 1} and len(resumed.history) == 1
+    _step(resumed, model, labeled={0: -1.0}, unlabeled={})
+    model.num_timesteps = 200
+    resumed.check()
+    assert resumed.best["step"] == 100  # type: ignore[index]
+
+
+def test_unknown_metric_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="overseen_return or true_return"):
+        EarlyStoppingCallback(RunDir(tmp_path), "peek", 100, {})

@@ -1,0 +1,22 @@
+"""Learning, not just running: the default config learns the task (slow; `make test-all` runs it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from routed_rl.config import load_config
+from routed_rl.evaluation import evaluate
+from routed_rl.steering import parse_mode
+from routed_rl.training import build_model
+
+
+@pytest.mark.expensive
+def test_default_at_10_percent_oversight_reaches_the_diamond_steered_within_1m_steps() -> None:
+    config = load_config("default", ["env.oversight_prob=0.1", "total_steps=1000000", "logging.tensorboard=false"])
+    model = build_model(config)
+    model.learn(config.total_steps)
+    result = evaluate(
+        model, 2000, env_kwargs=config.env.env_kwargs(), seed=config.eval.seed, **parse_mode(config.eval.steering)
+    )
+    assert result.mode == "select=diamond"
+    assert result.diamond >= 0.90, result
