@@ -3,6 +3,7 @@ progress, stop signals."""
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 from collections import deque
@@ -66,6 +67,10 @@ class _EveryNSteps(BaseCallback):
 class RunCallback(_EveryNSteps):
     """Writes periodic atomic checkpoints and appends every label spent to ``labels.jsonl``.
 
+    Checkpoints are written at a rollout's start, after the previous rollout's update, so every step a
+    checkpoint counts has been trained on, and its labeler and label log stop at the same step. A stop
+    signal mid-rollout is followed by :meth:`rollback`, which forgets the rollout that was cut short.
+
     :param run: the run folder
     :param checkpoint_every: env steps between checkpoints
     """
@@ -73,6 +78,7 @@ class RunCallback(_EveryNSteps):
     def __init__(self, run: RunDir, checkpoint_every: int) -> None:
         super().__init__(checkpoint_every)
         self.run = run
+        self._boundary: tuple[int, Any] | None = None
 
     def flush_labels(self) -> None:
         """Append the labels spent since the last flush to ``labels.jsonl``."""
@@ -88,12 +94,33 @@ class RunCallback(_EveryNSteps):
     def checkpoint(self) -> Path:
         """Write a checkpoint now (and flush the label log)."""
         self.flush_labels()
-        return atomic_save(self.model, self.run.checkpoint_path(self.num_timesteps))
+        return atomic_save(self.model, self.run.checkpoint_path(self.model.num_timesteps))
+
+    def _remember_boundary(self) -> None:
+        model: Any = self.model
+        self._boundary = (model.num_timesteps, copy.deepcopy(model.labeler))
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        self._remember_boundary()
+
+    def _on_rollout_start(self) -> None:
+        if self.due():  # the previous rollout has been trained on by now
+            self.checkpoint()
+        self._remember_boundary()
 
     def _on_rollout_end(self) -> None:
         self.flush_labels()
-        if self.due():
-            self.checkpoint()
+
+    def rollback(self) -> None:
+        """Forget the rollout a stop signal cut short (its steps were never trained on): the step count, the
+        labeler (counts and generator) and the unflushed labels go back to the rollout's start."""
+        if self._boundary is None:
+            return
+        model: Any = self.model
+        model.num_timesteps, model.labeler = self._boundary[0], self._boundary[1]
+        model.label_tracker.labeler = model.labeler
+        model.label_log.clear()  # flushed only at rollout ends: these are the cut rollout's labels
 
 
 class SteeredEvalCallback(_EveryNSteps):
@@ -160,9 +187,6 @@ class EarlyStoppingCallback(_EveryNSteps):
     def _on_rollout_end(self) -> None:
         if self.due():
             self.check()
-
-    def _on_training_end(self) -> None:
-        self.check()  # the last stretch of training is scored too
 
     def score(self) -> tuple[float | None, int]:
         """The current model's score (``None`` when nothing could be scored) and how many episodes it rests on."""

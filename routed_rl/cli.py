@@ -104,7 +104,7 @@ def eval_(
 
     rd = RunDir(run)
     config = rd.load_config()
-    model = rd.load_model()
+    model = _load_finished_model(rd)
     results = []
     for steer in _modes(select, ablate, model.policy.expert_names):
         r = evaluate(
@@ -117,8 +117,14 @@ def eval_(
             **steer,
         )
         results.append(r.to_dict())
-    rd.eval.write_text(json.dumps(results, indent=2))
     typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+    # the training's own eval.json stays as it is; this evaluation goes beside it
+    name = "all" if len(results) > 1 else results[0]["mode"].replace("=", "_").replace(",", "_")
+    out = rd.root / f"eval_{name}_{episodes}ep{'_stochastic' if stochastic else ''}.json"
+    try:
+        out.write_text(json.dumps(results, indent=2))
+    except OSError as e:
+        typer.echo(f"warning: results not saved to {out} ({e.strerror})", err=True)
 
 
 @app.command()
@@ -137,10 +143,22 @@ def export(
 
     rd = RunDir(run)
     steer = steer_kwargs(select, ablate) or parse_mode(rd.load_config().eval.steering)
-    model = rd.load_model()
+    model = _load_finished_model(rd)
     folder = export_policy(model.policy, out, **steer)
     kept = json.loads((folder / "policy.json").read_text())["experts"]
     typer.echo(f"exported {folder} (experts kept: {', '.join(kept)}); load it with routed_rl.export.load_exported")
+
+
+def _load_finished_model(rd: Any) -> Any:
+    """The run's ``model.zip``, or, saying so, its latest checkpoint when training has not finished."""
+    model = rd.load_model()
+    if not rd.model.is_file():
+        typer.echo(
+            f"warning: {rd.root} has no model.zip (training has not finished); using its checkpoint at step "
+            f"{model.num_timesteps:,}",
+            err=True,
+        )
+    return model
 
 
 def main() -> None:

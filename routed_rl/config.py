@@ -109,6 +109,9 @@ class PolicyConfig(_Section):
     def _check(self) -> PolicyConfig:
         if len(set(self.expert_names)) != len(self.expert_names):
             raise ValueError(f"expert_names must be distinct, got {self.expert_names}")
+        bad = [name for name in self.expert_names if not name.isidentifier()]
+        if bad:  # names end up in file names and tensor keys
+            raise ValueError(f"expert names must be identifiers (letters, digits, _; not starting with a digit), got {bad}")
         for name in ("expert_arch", "gate_arch", "value_arch"):
             if any(w < 1 for w in getattr(self, name)):
                 raise ValueError(f"{name} widths must be >= 1, got {getattr(self, name)}")

@@ -58,6 +58,8 @@ class MixtureOfExperts(nn.Module):
         self.n_experts = len(self.expert_names)
         if self.n_experts < 1 or len(set(self.expert_names)) != self.n_experts:
             raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+        if not all(isinstance(name, str) and name.isidentifier() for name in self.expert_names):
+            raise ValueError(f"expert names must be identifiers (letters, digits, _), got {self.expert_names}")
         self._slices: dict[str, slice] = {}
         expert_in = self._register_index("expert_input_index", expert_input_index, in_dim)
         gate_in = self._register_index("gate_input_index", gate_input_index, in_dim)

@@ -7,6 +7,7 @@ A run folder holds ``config.yaml`` (the resolved config), ``command.txt``, ``mod
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -120,6 +121,47 @@ class RunDir:
         if path is None:
             raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
         return load_model_file(RoutedPPO, path, env)
+
+    def resumable_model(self, env: Any = None) -> tuple[Any, list[str]]:
+        """The model to resume from: the newest checkpoint that loads (else ``model.zip``), and one line per
+        newer checkpoint that could not be loaded and was passed over."""
+        from routed_rl.agents import RoutedPPO
+
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"run folder {self.root} does not exist")
+        candidates = sorted(self.checkpoints.glob("step_*.zip"), reverse=True)
+        candidates = [p for p in candidates if re.fullmatch(r"step_\d+\.zip", p.name)]
+        if self.model.is_file():
+            candidates.append(self.model)
+        skipped: list[str] = []
+        for path in candidates:
+            try:
+                return load_model_file(RoutedPPO, path, env), skipped
+            except ValueError as e:
+                skipped.append(str(e))
+        if skipped:
+            raise ValueError(f"no checkpoint of {self.root} can be loaded: {skipped[-1]}")
+        raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of atomic saves that a killed process left behind; return them."""
+        stale = [*self.root.glob(".*.tmp.zip"), *self.checkpoints.glob(".*.tmp.zip")]
+        for path in stale:
+            path.unlink()
+        return stale
+
+    def truncate_labels(self, step: int) -> int:
+        """Drop the label-log lines of steps after ``step`` (labels of rollouts the resumed model never
+        trained on); return how many were dropped."""
+        if not self.labels.is_file():
+            return 0
+        lines = self.labels.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            tmp = self.labels.with_name(".labels.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.labels)
+        return len(lines) - len(kept)
 
     def load_best_model(self, env: Any = None) -> Any:
         """The best-scoring model an early-stopped run kept (``best.zip``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,16 @@ def run_training(
             config = load_config(config.model_dump(mode="json"), overrides)
         run.write_config(config, command)
         _set_threads(config)
-        model = run.load_model(prefer_final=False)
+        run.remove_stale_temporaries()
+        model, skipped = run.resumable_model()
+        for reason in skipped:
+            print(f"warning: passed over a checkpoint: {reason}", file=sys.stderr)
+        dropped = run.truncate_labels(model.num_timesteps)
+        if dropped:
+            print(
+                f"warning: dropped {dropped} label-log lines after step {model.num_timesteps:,} (never trained on)",
+                file=sys.stderr,
+            )
         model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
     else:
         if config_name is None:
@@ -160,19 +170,26 @@ def run_training(
         SteeredEvalCallback(log.eval_every, log.eval_episodes, config.env.env_kwargs(), modes, config.eval.seed),
     ]
     stopping = config.early_stopping
+    stopper = None
     if stopping.metric != "none":
         evaluate_kwargs = {**_evaluate_kwargs(config), "n_episodes": stopping.episodes, **deployed}
-        callbacks.append(EarlyStoppingCallback(run, stopping.metric, stopping.every, evaluate_kwargs))
+        stopper = EarlyStoppingCallback(run, stopping.metric, stopping.every, evaluate_kwargs)
+        callbacks.append(stopper)
     if not quiet:
         callbacks.append(ProgressCallback(config.total_steps))
         print(f"run folder {run.root}; training to {config.total_steps:,} env steps (tensorboard --logdir {run.tensorboard})")
-    if remaining > 0:
-        model.learn(remaining, callback=callbacks, reset_num_timesteps=resume is None, tb_log_name="routed_ppo")
-    checkpoint = saver.checkpoint()
+    # with no steps left (a finished run, or one stopped in its last rollout) this still sets the model up
+    # and runs no rollout, so the run is finished below as usual
+    model.learn(max(remaining, 0), callback=callbacks, reset_num_timesteps=resume is None, tb_log_name="routed_ppo")
     if stop.signal_name is not None:
-        print(f"{stop.signal_name}: stopped at step {model.num_timesteps:,}; checkpoint {checkpoint}")
+        saver.rollback()
+        checkpoint = saver.checkpoint()
+        print(f"{stop.signal_name}: stopped; checkpoint {checkpoint} at step {model.num_timesteps:,}")
         print(f"resume with: routed-rl train --resume {run.root}")
         return run
+    saver.checkpoint()
+    if stopper is not None:
+        stopper.check()  # the last stretch of training is scored too
     trained = model
     if stopping.metric != "none" and run.best_model.is_file():
         model = run.load_best_model()

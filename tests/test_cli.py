@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from routed_rl.agents import RoutedPPO
 from routed_rl.config import builtin_configs
 from routed_rl.runs import RunDir
 from routed_rl.steering import mode_name, parse_mode
@@ -100,7 +101,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert f"{sig.name}: stopped at step" in out and "resume with: routed-rl train --resume runs/r" in out
+    assert f"{sig.name}: stopped; checkpoint" in out and "resume with: routed-rl train --resume runs/r" in out
     assert "Traceback" not in err
     stopped = run.latest_checkpoint()
     assert stopped is not None and not run.model.exists()
@@ -115,6 +116,64 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
     assert model.labeler.labels_spent >= labels_before
     assert len(run.labels.read_text().splitlines()) == model.labeler.labels_spent
     assert len(list(run.tensorboard.iterdir())) == 1  # TensorBoard carries on in the same run
+    assert stopped_step % 512 == 0  # the cut rollout (16 envs x 32 steps) was forgotten, not half counted
+    steps = [json.loads(line)["step"] for line in run.labels.read_text().splitlines()]
+    assert steps == sorted(steps)
+
+
+def _small_run(cwd: Path, steps: int = 2048, name: str = "runs/s") -> subprocess.CompletedProcess:
+    return cli("train", "default", *FAST, "--total-steps", str(steps), "--run-dir", name, "-q", cwd=cwd)
+
+
+def test_resume_with_no_steps_left_finishes_the_run(tmp_path: Path) -> None:
+    """A finished run, and one whose model.zip is missing (stopped in its last rollout), resume cleanly."""
+    assert _small_run(tmp_path, 1024).returncode == 0
+    run = RunDir(tmp_path / "runs/s")
+    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and run.load_model().num_timesteps == 1024
+    for path in (run.model, run.eval):
+        path.unlink()
+    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert run.model.is_file() and run.eval.is_file() and run.load_model().num_timesteps == 1024
+
+
+def test_resume_after_a_crash_trains_every_rollout_and_keeps_the_label_log_exact(tmp_path: Path) -> None:
+    """kill -9 after a checkpoint: labels logged after it are dropped, the newest corrupt checkpoint and stale
+    temporary files are passed over, and the resumed run ends at exactly its step count."""
+    assert _small_run(tmp_path, 2048).returncode == 0
+    run = RunDir(tmp_path / "runs/s")
+    checkpoints = sorted(run.checkpoints.glob("step_*.zip"))
+    assert [p.name for p in checkpoints][-2:] == ["step_000000001536.zip", "step_000000002048.zip"]
+    model_at_1536 = RoutedPPO.load(checkpoints[-2])
+    run.model.unlink()
+    checkpoints[-1].write_bytes(b"half a zip")  # the crash hit the newest checkpoint
+    (run.checkpoints / ".step_000000002560.tmp.zip").write_bytes(b"partial")
+    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "passed over a checkpoint" in result.stderr and "step_000000002048.zip" in result.stderr
+    assert "dropped" in result.stderr and "label-log lines after step 1,536" in result.stderr
+    assert not list(run.checkpoints.glob(".*.tmp.zip"))
+    model = run.load_model()
+    assert model.num_timesteps == 2048
+    labels = [json.loads(line) for line in run.labels.read_text().splitlines()]
+    assert len(labels) == model.labeler.labels_spent
+    assert sum(row["step"] <= 1536 for row in labels) == model_at_1536.labeler.labels_spent
+
+
+def test_eval_keeps_the_training_results_and_says_when_training_has_not_finished(tmp_path: Path) -> None:
+    assert _small_run(tmp_path, 1024).returncode == 0
+    run = RunDir(tmp_path / "runs/s")
+    training_eval = run.eval.read_text()
+    result = cli("eval", "runs/s", "--select", "diamond", "--episodes", "20", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert run.eval.read_text() == training_eval
+    assert json.loads((run.root / "eval_select_diamond_20ep.json").read_text())[0]["episodes"] == 20
+    run.model.unlink()
+    result = cli("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "has no model.zip (training has not finished); using its checkpoint at step 1,024" in result.stderr
 
 
 BAD_INPUTS = [
@@ -142,6 +201,10 @@ BAD_INPUTS = [
     (["eval", "good", "--ablate", "diamond", "--ablate", "diamond"], "ablate names an expert twice"),
     (["train", "default", "--set", "eval.steering=select=diamnd"], "unknown expert 'diamnd' (did you mean 'diamond'?)"),
     (["train", "default", "--set", "ppo.learning_rate=.inf"], "config key 'ppo.learning_rate'"),
+    (["train", "default", "--set", "ppo.clip_range=.inf"], "config key 'ppo.clip_range'"),
+    (["train", "default", "--set", "routing.label_rewards={ghost: .nan}"], "config key 'routing.label_rewards.ghost'"),
+    (["train", "default", "--set", "policy.expert_names=[x/../../ESCAPED, ghost]"], "expert names must be identifiers"),
+    (["train", "default", "--set", "policy.expert_names=[dia.mond, ghost]"], "expert names must be identifiers"),
     (["export", "good", "--ablate", "diamond", "--ablate", "ghost", "-o", "out"], "cannot ablate every expert"),
     (["train", "default", "--run-dir", "good"], "already holds a trained run"),
 ]
