@@ -67,7 +67,10 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its latest checkpoint.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only final lines.")] = False,
 ) -> None:
-    """Train a routed agent into a run folder. Ctrl-C or SIGTERM checkpoints and exits 0."""
+    """Train a routed agent into a run folder. Ctrl-C or SIGTERM checkpoints and exits 0.
+
+    --resume loads the run's pickled checkpoint, which runs code from it: resume only runs you trust. A labeler
+    given by import path (labeling.kind: package.module:Class) imports, and so runs, that module."""
     from routed_rl.training import run_training
 
     overrides = list(set_ or [])
@@ -98,7 +101,9 @@ def eval_(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Evaluate a run on the ground truth: unsteered, each expert selected and each ablated (or the mode given)."""
+    """Evaluate a run on the ground truth: unsteered, each expert selected and each ablated (or the mode given).
+
+    A run folder's model files are pickled: loading one runs code from it, so evaluate only runs you trust."""
     from routed_rl.evaluation import evaluate, format_table
     from routed_rl.runs import RunDir
 
@@ -136,7 +141,9 @@ def export(
 ) -> None:
     """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out.
 
-    Without --select or --ablate, the run's deployed steering (its config's eval.steering) is exported."""
+    Without --select or --ablate, the run's deployed steering (its config's eval.steering) is exported. The run
+    folder's model files are pickled: loading one runs code from it, so export only runs you trust; the export
+    itself holds no code."""
     from routed_rl.export import export_policy
     from routed_rl.runs import RunDir
     from routed_rl.steering import parse_mode, steer_kwargs

@@ -88,3 +88,47 @@ def test_bad_export_folders(model: RoutedPPO, tmp_path: Path) -> None:
     (tmp_path / "ok" / "policy.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_exported(tmp_path / "ok")
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("expert_arch", [1e6, 1e6], "field 'expert_arch' must be a list of positive integers"),
+        ("expert_arch", [1000000, 1000000], "more than 100,000,000"),
+        ("observation_shape", "4x5x5", "field 'observation_shape'"),
+        ("experts", None, "field 'experts'"),
+        ("experts", ["a.b"], "field 'experts'"),
+        ("n_actions", -1, "field 'n_actions'"),
+        ("activation", "gelu", "field 'activation'"),
+        ("gate_input_index", [0, 10**9], "field 'gate_input_index'"),
+    ],
+    ids=["float-widths", "huge", "shape", "no-experts", "dotted-name", "actions", "activation", "index"],
+)
+def test_malformed_export_fields_are_named_before_anything_is_allocated(
+    model: RoutedPPO, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    export_policy(model.policy, tmp_path, ablate="lava")
+    meta = json.loads((tmp_path / "policy.json").read_text())
+    meta[field] = value
+    (tmp_path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=message):
+        load_exported(tmp_path)
+
+
+def test_nan_weights_and_mismatched_tensors_are_refused(model: RoutedPPO, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    export_policy(model.policy, tmp_path, select="diamond")
+    tensors = load_file(str(tmp_path / "policy.safetensors"))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    save_file(tensors, str(tmp_path / "policy.safetensors"))
+    with pytest.raises(ValueError, match="NaN or infinite weights"):
+        load_exported(tmp_path)
+    del tensors[name]
+    save_file(tensors, str(tmp_path / "policy.safetensors"))
+    with pytest.raises(ValueError, match=r"does not match policy\.json"):
+        load_exported(tmp_path)
+    (tmp_path / "policy.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="is not a routed-rl-policy/1 export"):
+        load_exported(tmp_path)
