@@ -95,7 +95,7 @@ def eval_(
     run: Annotated[Path, typer.Argument(help="The run folder.")],
     select: Annotated[str | None, typer.Option(help="Evaluate with this expert alone.")] = None,
     ablate: Annotated[list[str] | None, typer.Option(help="Evaluate with these experts removed (repeatable).")] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per steering mode.")] = 2000,
+    episodes: Annotated[int, typer.Option(min=1, max=1_000_000, help="Episodes per steering mode.")] = 2000,
     stochastic: Annotated[
         bool, typer.Option("--stochastic", help="Sample actions instead of taking the most likely.")
     ] = False,
@@ -138,6 +138,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the deployable policy to.")],
     select: Annotated[str | None, typer.Option(help="Keep this expert alone.")] = None,
     ablate: Annotated[list[str] | None, typer.Option(help="Remove these experts (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an export already in --out.")] = False,
 ) -> None:
     """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out.
 
@@ -150,6 +151,12 @@ def export(
 
     rd = RunDir(run)
     steer = steer_kwargs(select, ablate) or parse_mode(rd.load_config().eval.steering)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the export")
+    if out.resolve() == rd.root.resolve() or (out / "config.yaml").exists():
+        raise UserError(f"--out {out} is a run folder; export into a folder of its own")
+    if (out / "policy.json").exists() and not force:
+        raise UserError(f"--out {out} already holds an export; add --force to replace it")
     model = _load_finished_model(rd)
     folder = export_policy(model.policy, out, **steer)
     kept = json.loads((folder / "policy.json").read_text())["experts"]

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+#: Most evaluation episodes at once (each is a grid in memory; more would not fit).
+MAX_EVAL_EPISODES = 1_000_000
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line that says what to fix."""
 
@@ -201,7 +205,7 @@ class EarlyStoppingConfig(_Section):
     episode, steered as ``eval.steering``; no overseer has this (it peeks at unseen episodes)."""
     every: int = Field(250_000, ge=1)
     """Env steps between checks."""
-    episodes: int = Field(2000, ge=1)
+    episodes: int = Field(2000, ge=1, le=MAX_EVAL_EPISODES)
     """Evaluation episodes per check (``true_return`` only)."""
 
 
@@ -211,11 +215,11 @@ class EvalConfig(_Section):
     steering: str = "unsteered"
     """The deployed steering mode, reported as the run's result: ``unsteered``, ``select=EXPERT`` or
     ``ablate=EXPERT[,EXPERT...]``; ``routed-rl export`` uses it when no flag is given."""
-    episodes: int = Field(2000, ge=1)
+    episodes: int = Field(2000, ge=1, le=MAX_EVAL_EPISODES)
     deterministic: bool = True
     gamma: float = Field(0.97, gt=0.0, le=1.0)
     """Discount of the reported ground-truth return."""
-    seed: int = 12345
+    seed: int = Field(12345, ge=0)
 
 
 class LoggingConfig(_Section):
@@ -226,7 +230,7 @@ class LoggingConfig(_Section):
     """Env steps between checkpoints."""
     eval_every: int = Field(1_000_000, ge=1)
     """Env steps between steered evaluations logged to TensorBoard."""
-    eval_episodes: int = Field(500, ge=1)
+    eval_episodes: int = Field(500, ge=1, le=MAX_EVAL_EPISODES)
     """Episodes per periodic evaluation."""
     verbose: int = Field(0, ge=0, le=2)
 
@@ -234,7 +238,7 @@ class LoggingConfig(_Section):
 class RunConfig(_Section):
     """A whole training run."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     total_steps: int = Field(5_000_000, ge=1)
     """Env steps to train for."""
     threads: int | None = Field(None, ge=1)
@@ -331,6 +335,8 @@ def _read_yaml(source: str | Path, relative_to: Path | None = None) -> tuple[dic
         raise ConfigError(f"config {str(source)!r} is neither a file nor a built-in config ({', '.join(sorted(builtins))})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {str(path)!r} is not a text YAML file") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""

@@ -110,6 +110,50 @@ def _evaluate_kwargs(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _new_run(
+    config_name: str, overrides: list[str], run_dir: Path | None, command: str
+) -> tuple[RunDir, RunConfig, RoutedPPO]:
+    """Check the config and the run folder, build the model, then (only then) write the run folder."""
+    config = load_config(config_name, overrides)
+    run = RunDir(run_dir) if run_dir is not None else RunDir.default(config, config_name)
+    if run.root.exists() and not run.root.is_dir():
+        raise ValueError(f"--run-dir {run.root} is a file; give a folder")
+    if run.model.exists() or run.latest_checkpoint() is not None:
+        raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
+    if run.root.is_dir() and any(run.root.iterdir()) and not run.config.exists():
+        raise ValueError(f"--run-dir {run.root} is a folder with other files in it; give a new or empty folder")
+    _set_threads(config)
+    # built before anything is written, so a config that cannot be built leaves no run folder behind
+    model = build_model(config, tensorboard_log=str(run.tensorboard) if config.logging.tensorboard else None)
+    try:
+        run.write_config(config, command)
+    except OSError as e:
+        raise ValueError(f"cannot write the run folder {run.root} ({e.strerror})") from None
+    return run, config, model
+
+
+def _reopen_run(run: RunDir, overrides: list[str], command: str) -> tuple[RunDir, RunConfig, RoutedPPO]:
+    """The run's config (``total_steps`` overridden to extend it) and the model of its newest good checkpoint,
+    with the label log cut back to that checkpoint's step."""
+    config = run.load_config()
+    if overrides:
+        config = load_config(config.model_dump(mode="json"), overrides)
+    run.write_config(config, command)
+    _set_threads(config)
+    run.remove_stale_temporaries()
+    model, skipped = run.resumable_model()
+    for reason in skipped:
+        print(f"warning: passed over a checkpoint: {reason}", file=sys.stderr)
+    dropped = run.truncate_labels(model.num_timesteps)
+    if dropped:
+        print(
+            f"warning: dropped {dropped} label-log lines after step {model.num_timesteps:,} (never trained on)",
+            file=sys.stderr,
+        )
+    model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
+    return run, config, model
+
+
 def run_training(
     config_name: str | None,
     overrides: list[str],
@@ -130,33 +174,11 @@ def run_training(
             raise ValueError(
                 "--resume continues a run with its own config: give only --resume RUN (and --total-steps to extend)"
             )
-        run = RunDir(resume)
-        config = run.load_config()
-        if overrides:
-            config = load_config(config.model_dump(mode="json"), overrides)
-        run.write_config(config, command)
-        _set_threads(config)
-        run.remove_stale_temporaries()
-        model, skipped = run.resumable_model()
-        for reason in skipped:
-            print(f"warning: passed over a checkpoint: {reason}", file=sys.stderr)
-        dropped = run.truncate_labels(model.num_timesteps)
-        if dropped:
-            print(
-                f"warning: dropped {dropped} label-log lines after step {model.num_timesteps:,} (never trained on)",
-                file=sys.stderr,
-            )
-        model.set_env(make_env(config, seed=config.seed + model.num_timesteps))
+        run, config, model = _reopen_run(RunDir(resume), overrides, command)
     else:
         if config_name is None:
             raise ValueError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
-        config = load_config(config_name, overrides)
-        run = RunDir(run_dir) if run_dir is not None else RunDir.default(config, config_name)
-        if run.model.exists() or run.latest_checkpoint() is not None:
-            raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
-        run.write_config(config, command)
-        _set_threads(config)
-        model = build_model(config, tensorboard_log=str(run.tensorboard) if config.logging.tensorboard else None)
+        run, config, model = _new_run(config_name, overrides, run_dir, command)
     remaining = config.total_steps - model.num_timesteps
     stop = StopOnSignal()
     saver = RunCallback(run, config.logging.checkpoint_every)
@@ -201,5 +223,11 @@ def run_training(
     run.eval.write_text(json.dumps([r.to_dict() for r in results], indent=2))
     _log_figures(model, run, config)
     print(f"trained {trained.num_timesteps:,} env steps; {trained.labeler.labels_spent} labels spent; model {run.model}")
+    if trained.labeler.labels_spent == 0:
+        print(
+            "warning: no label was spent: routing, label rewards and the gate loss never fired (check the labeler, "
+            "the oversight level and routing.table)",
+            file=sys.stderr,
+        )
     print(format_table([r.to_dict() for r in results]))
     return run

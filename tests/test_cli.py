@@ -205,6 +205,16 @@ BAD_INPUTS = [
     (["train", "default", "--set", "routing.label_rewards={ghost: .nan}"], "config key 'routing.label_rewards.ghost'"),
     (["train", "default", "--set", "policy.expert_names=[x/../../ESCAPED, ghost]"], "expert names must be identifiers"),
     (["train", "default", "--set", "policy.expert_names=[dia.mond, ghost]"], "expert names must be identifiers"),
+    (["train", "default", "--seed", "-1"], "config key 'seed'"),
+    (["train", "default", "--set", "eval.seed=-5"], "config key 'eval.seed'"),
+    (["train", "default", "--set", "eval.episodes=200000000"], "config key 'eval.episodes'"),
+    (["train", "binary.yaml"], "is not a text YAML file"),
+    (["train", "default", "--run-dir", "afile"], "--run-dir afile is a file"),
+    (["train", "default", "--run-dir", "notarun"], "--run-dir notarun is a folder with other files in it"),
+    (["export", "good", "--select", "diamond", "-o", "afile"], "--out afile is a file"),
+    (["export", "good", "--select", "diamond", "-o", "good"], "--out good is a run folder"),
+    (["export", "good", "--select", "diamond", "-o", "exported"], "already holds an export; add --force"),
+    (["train", "default", "--set", "labeling.kind=no_such_module:Labeler", "--run-dir", "orphan"], "cannot import labeler"),
     (["export", "good", "--ablate", "diamond", "--ablate", "ghost", "-o", "out"], "cannot ablate every expert"),
     (["train", "default", "--run-dir", "good"], "already holds a trained run"),
 ]
@@ -214,6 +224,12 @@ BAD_INPUTS = [
 def bad_input_dir(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("bad")
     (cwd / "broken.yaml").write_text("env: [unclosed\n")
+    (cwd / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (cwd / "afile").write_text("not a folder")
+    (cwd / "notarun").mkdir()
+    (cwd / "notarun" / "notes.txt").write_text("my files")
+    (cwd / "exported").mkdir()
+    (cwd / "exported" / "policy.json").write_text("{}")
     good = trained / "runs/p"
     for name in ("norun", "corrupt", "truncated", "good"):
         (cwd / name).mkdir()
@@ -233,6 +249,10 @@ def test_bad_input_exits_2_with_one_line(bad_input_dir: Path, args: list[str], m
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
+    assert not (bad_input_dir / "orphan").exists()  # nothing written for a config that cannot be built
+    assert (bad_input_dir / "notarun").iterdir() and sorted(p.name for p in (bad_input_dir / "notarun").iterdir()) == [
+        "notes.txt"
+    ]
 
 
 STOPPING = ["--set", "early_stopping.every=1024", "--set", "early_stopping.episodes=20"]
@@ -278,3 +298,12 @@ def test_usage_errors_and_help(tmp_path: Path) -> None:
     assert "default" in result.stdout and "paper" in result.stdout
     result = cli("eval", "run", "--episodes", "0", cwd=tmp_path)
     assert result.returncode == 2  # click's own usage error
+    result = cli("eval", "run", "--episodes", "200000000", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_a_run_that_spends_no_label_says_so(tmp_path: Path) -> None:
+    args = ["--set", "routing.table={}", "--set", "routing.label_rewards=null", "--total-steps", "512", "--run-dir", "r"]
+    result = cli("train", "default", *FAST, *args, "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: no label was spent" in result.stderr
