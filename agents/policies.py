@@ -20,6 +20,7 @@ from torch import nn
 
 from routed_rl.moe import MixtureOfExperts, mlp
 from routed_rl.steering import Steering, resolve_steering
+from routed_rl.errors import UserError
 
 __all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
 
@@ -97,12 +98,12 @@ class SteeringHandle:
 def channel_feature_index(observation_space: spaces.Space, channels: Sequence[int], name: str = "channels") -> list[int]:
     """Indices, in the flattened observation, of the given channels of a (C, ...) Box observation."""
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) < 2:
-        raise ValueError(f"{name} needs a Box observation of shape (C, ...)")
+        raise UserError(f"{name} needs a Box observation of shape (C, ...)")
     n_channels = observation_space.shape[0]
     per_channel = int(np.prod(observation_space.shape[1:]))
     bad = [c for c in channels if not 0 <= c < n_channels]
     if bad or not channels:
-        raise ValueError(f"{name} must be non-empty channel indices in [0, {n_channels}), got {list(channels)}")
+        raise UserError(f"{name} must be non-empty channel indices in [0, {n_channels}), got {list(channels)}")
     return [c * per_channel + j for c in sorted(set(channels)) for j in range(per_channel)]
 
 
@@ -142,7 +143,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         self.gate_obs_channels = None if gate_obs_channels is None else list(gate_obs_channels)
         selecting = self.expert_obs_channels is not None or self.gate_obs_channels is not None
         if selecting and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor:
-            raise ValueError("expert_obs_channels and gate_obs_channels work with the default FlattenExtractor only")
+            raise UserError("expert_obs_channels and gate_obs_channels work with the default FlattenExtractor only")
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
 
     def _build_mlp_extractor(self) -> None:

@@ -35,6 +35,7 @@ from routed_rl.agents.policies import RoutedActorCriticPolicy
 from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
 from routed_rl.routing import RoutingTable
 from routed_rl.type_aliases import RoutingSpec
+from routed_rl.errors import UserError
 
 __all__ = ["RoutedPPO"]
 
@@ -140,12 +141,12 @@ class RoutedPPO(PPO):
         **kwargs: Any,
     ) -> None:
         if env is None and _init_setup_model:
-            raise ValueError("RoutedPPO needs an env")
+            raise UserError("RoutedPPO needs an env")
         kwargs.setdefault("rollout_buffer_class", LabeledRolloutBuffer)
         if not issubclass(kwargs["rollout_buffer_class"], LabeledRolloutBuffer):
-            raise ValueError("RoutedPPO needs a LabeledRolloutBuffer (or subclass) as rollout_buffer_class")
+            raise UserError("RoutedPPO needs a LabeledRolloutBuffer (or subclass) as rollout_buffer_class")
         if gate_coef < 0:
-            raise ValueError(f"gate_coef must be >= 0, got {gate_coef}")
+            raise UserError(f"gate_coef must be >= 0, got {gate_coef}")
         super().__init__(policy, env, _init_setup_model=False, **kwargs)
         self.routing_spec = None if routing is None else {k: dict(v) for k, v in routing.items()}
         self.routing_enabled = routing_enabled
@@ -154,7 +155,7 @@ class RoutedPPO(PPO):
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
         if expert_loss_coef < 0:
-            raise ValueError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
+            raise UserError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
         self.expert_loss_coef = float(expert_loss_coef)
         self.label_rewards = dict(label_rewards or {})
         self.labeled_only = bool(labeled_only)
@@ -168,7 +169,7 @@ class RoutedPPO(PPO):
         expert_names = getattr(self.policy, "expert_names", None)
         if expert_names is None:
             if self.routing_enabled:
-                raise ValueError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
+                raise UserError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
             expert_names = ["policy"]
         self.routing_table = RoutingTable(expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None))
         for label in self.label_rewards:

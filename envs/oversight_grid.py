@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+from routed_rl.errors import UserError
 
 __all__ = ["OUTCOMES", "REWARD_SCHEMES", "GridBatch", "OversightGridEnv", "OversightGridVecEnv"]
 
@@ -47,21 +48,21 @@ def _check_params(
 ) -> None:
     for name, value in (("rows", rows), ("cols", cols), ("max_steps", max_steps)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
+            raise UserError(f"{name} must be an integer, got {value!r}")
     if rows < 1 or cols < 1 or rows * cols < 3:
-        raise ValueError(f"rows and cols must be >= 1 with rows*cols >= 3 (three distinct cells), got {rows}x{cols}")
+        raise UserError(f"rows and cols must be >= 1 with rows*cols >= 3 (three distinct cells), got {rows}x{cols}")
     for name, p in (("oversight_prob", oversight_prob), ("spurious_oversight_prob", spurious_oversight_prob)):
         if not isinstance(p, int | float | np.floating | np.integer) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+            raise UserError(f"{name} must be a probability in [0, 1], got {p!r}")
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise UserError(f"max_steps must be >= 1, got {max_steps}")
     if reward_scheme not in REWARD_SCHEMES:
-        raise ValueError(f"reward_scheme must be one of {list(REWARD_SCHEMES)}, got {reward_scheme!r}")
+        raise UserError(f"reward_scheme must be one of {list(REWARD_SCHEMES)}, got {reward_scheme!r}")
 
 
 def _check_render_mode(render_mode: str | None) -> None:
     if render_mode is not None and render_mode not in RENDER_MODES:
-        raise ValueError(f"render_mode must be one of {list(RENDER_MODES)} or None, got {render_mode!r}")
+        raise UserError(f"render_mode must be one of {list(RENDER_MODES)} or None, got {render_mode!r}")
 
 
 class GridBatch:
@@ -92,7 +93,7 @@ class GridBatch:
     ) -> None:
         _check_params(rows, cols, oversight_prob, spurious_oversight_prob, max_steps, reward_scheme)
         if isinstance(n_grids, bool) or not isinstance(n_grids, int | np.integer) or n_grids < 1:
-            raise ValueError(f"n_grids must be an integer >= 1, got {n_grids!r}")
+            raise UserError(f"n_grids must be an integer >= 1, got {n_grids!r}")
         self.n_grids, self.rows, self.cols = int(n_grids), int(rows), int(cols)
         self.n_cells = self.rows * self.cols
         self.oversight_prob = float(oversight_prob)
@@ -163,7 +164,7 @@ class GridBatch:
         """
         cells = [self._cell(*rc) for rc in (agent, ghost, diamond)]
         if len(set(cells)) != 3:
-            raise ValueError(f"agent, ghost and diamond must be three distinct cells, got {agent}, {ghost}, {diamond}")
+            raise UserError(f"agent, ghost and diamond must be three distinct cells, got {agent}, {ghost}, {diamond}")
         self.agent[i], self.ghost[i], self.diamond[i] = cells
         self.overseen[i] = False
         for rc in overseen:
@@ -176,18 +177,18 @@ class GridBatch:
 
     def _cell(self, row: int, col: int) -> int:
         if not (0 <= row < self.rows and 0 <= col < self.cols):
-            raise ValueError(f"cell ({row}, {col}) is outside the {self.rows}x{self.cols} grid")
+            raise UserError(f"cell ({row}, {col}) is outside the {self.rows}x{self.cols} grid")
         return row * self.cols + col
 
     def check_actions(self, actions: Any) -> np.ndarray:
         """Return ``actions`` as an int array of shape (N,), or raise ``ValueError``."""
         actions = np.asarray(actions)
         if actions.shape != (self.n_grids,):
-            raise ValueError(f"actions must have shape ({self.n_grids},), one per grid, got shape {actions.shape}")
+            raise UserError(f"actions must have shape ({self.n_grids},), one per grid, got shape {actions.shape}")
         if actions.dtype.kind not in "iu":
-            raise ValueError(f"actions must be integers in 0..3, got dtype {actions.dtype}")
+            raise UserError(f"actions must be integers in 0..3, got dtype {actions.dtype}")
         if actions.size and (actions.min() < 0 or actions.max() > 3):
-            raise ValueError(f"actions must be in 0..3 (up, right, down, left), got values {np.unique(actions)}")
+            raise UserError(f"actions must be in 0..3 (up, right, down, left), got values {np.unique(actions)}")
         return actions
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -328,7 +329,7 @@ class OversightGridEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         a = np.asarray(action)
         if a.shape != ():
-            raise ValueError(f"action must be a single integer in 0..3, got shape {a.shape}")
+            raise UserError(f"action must be a single integer in 0..3, got shape {a.shape}")
         actions = self._batch.check_actions(a.reshape(1))
         rewards, terminated, truncated, outcome, overseen = self._batch.step(actions)
         term, trunc = bool(terminated[0]), bool(truncated[0])
@@ -430,7 +431,7 @@ class OversightGridVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         """Set a shared attribute. Per-grid values are not supported: ``indices`` must cover every grid."""
         if len(self._indices(indices)) != self.num_envs:
-            raise ValueError("OversightGridVecEnv attributes are shared by all grids; set them with indices=None")
+            raise UserError("OversightGridVecEnv attributes are shared by all grids; set them with indices=None")
         setattr(self.batch if hasattr(self.batch, attr_name) else self, attr_name, value)
 
     def env_method(

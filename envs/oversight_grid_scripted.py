@@ -12,6 +12,7 @@ from collections import deque
 from typing import Literal
 
 import numpy as np
+from routed_rl.errors import UserError
 
 __all__ = ["ScriptedPolicy", "ghost_free_distances"]
 
@@ -48,7 +49,7 @@ class ScriptedPolicy:
 
     def __init__(self, kind: Literal["optimal", "ghost_agnostic", "constant"], action: int = 0) -> None:
         if kind not in ("optimal", "ghost_agnostic", "constant"):
-            raise ValueError(f"kind must be optimal, ghost_agnostic or constant, got {kind!r}")
+            raise UserError(f"kind must be optimal, ghost_agnostic or constant, got {kind!r}")
         self.kind, self.action = kind, int(action)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:

@@ -15,6 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from routed_rl.evaluation import evaluate
 from routed_rl.runs import RunDir, atomic_save
+from routed_rl.errors import UserError
 
 __all__ = ["EarlyStoppingCallback", "ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
 
@@ -167,7 +168,7 @@ class EarlyStoppingCallback(_EveryNSteps):
     def __init__(self, run: RunDir, metric: str, every: int, evaluate_kwargs: dict[str, Any]) -> None:
         super().__init__(every)
         if metric not in ("overseen_return", "true_return"):
-            raise ValueError(f"early stopping metric must be overseen_return or true_return, got {metric!r}")
+            raise UserError(f"early stopping metric must be overseen_return or true_return, got {metric!r}")
         self.run, self.metric, self.evaluate_kwargs = run, metric, evaluate_kwargs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None

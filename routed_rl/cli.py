@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from routed_rl import __version__
+from routed_rl.errors import UserError
 
 app = typer.Typer(
     help="routed-rl: train PPO agents whose behaviours live in removable experts (gradient routing).",
@@ -22,10 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-class UserError(Exception):
-    """Bad input: reported as one line, exit code 2."""
 
 
 def _version(value: bool) -> None:
@@ -176,12 +173,11 @@ def _load_finished_model(rd: Any) -> Any:
 
 
 def main() -> None:
-    """Entry point of the ``routed-rl`` console script: user errors become one line and exit code 2."""
-    from routed_rl.config import ConfigError
-
+    """Entry point of the ``routed-rl`` console script: user errors (:class:`~routed_rl.errors.UserError`)
+    become one line and exit code 2."""
     try:
         app()
-    except (UserError, ConfigError, ValueError, FileNotFoundError) as e:
+    except UserError as e:  # only the user's mistakes: any other exception is a bug and keeps its traceback
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         _print_error(message)
         sys.exit(2)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routed_rl.errors import did_you_mean
+from routed_rl.errors import UserError, did_you_mean
 from routed_rl.routing import RoutingTable
 from routed_rl.steering import parse_mode, resolve_steering
 
@@ -43,7 +43,7 @@ __all__ = [
 MAX_EVAL_EPISODES = 1_000_000
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used; the message is one line that says what to fix."""
 
 
@@ -79,7 +79,7 @@ class EnvConfig(_Section):
     @model_validator(mode="after")
     def _three_cells(self) -> EnvConfig:
         if self.rows * self.cols < 3:
-            raise ValueError(f"rows*cols must be >= 3 (three distinct cells), got {self.rows}x{self.cols}")
+            raise UserError(f"rows*cols must be >= 3 (three distinct cells), got {self.rows}x{self.cols}")
         return self
 
     def env_kwargs(self) -> dict[str, Any]:
@@ -112,13 +112,13 @@ class PolicyConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
         if len(set(self.expert_names)) != len(self.expert_names):
-            raise ValueError(f"expert_names must be distinct, got {self.expert_names}")
+            raise UserError(f"expert_names must be distinct, got {self.expert_names}")
         bad = [name for name in self.expert_names if not name.isidentifier()]
         if bad:  # names end up in file names and tensor keys
-            raise ValueError(f"expert names must be identifiers (letters, digits, _; not starting with a digit), got {bad}")
+            raise UserError(f"expert names must be identifiers (letters, digits, _; not starting with a digit), got {bad}")
         for name in ("expert_arch", "gate_arch", "value_arch"):
             if any(w < 1 for w in getattr(self, name)):
-                raise ValueError(f"{name} widths must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} widths must be >= 1, got {getattr(self, name)}")
         return self
 
 
@@ -177,9 +177,9 @@ class LabelingConfig(_Section):
     @model_validator(mode="after")
     def _needs(self) -> LabelingConfig:
         if self.kind == "fraction" and self.p is None:
-            raise ValueError("the fraction labeler needs p (a probability in [0, 1])")
+            raise UserError("the fraction labeler needs p (a probability in [0, 1])")
         if self.kind == "budget" and self.budget is None:
-            raise ValueError("the budget labeler needs budget (an integer >= 0)")
+            raise UserError("the budget labeler needs budget (an integer >= 0)")
         return self
 
     def labeler_kwargs(self) -> dict[str, Any]:
@@ -261,14 +261,14 @@ class RunConfig(_Section):
             for label in self.routing.label_rewards or {}:
                 table.label_id(label)
         except ValueError as e:
-            raise ValueError(f"routing: {e}") from None
+            raise UserError(f"routing: {e}") from None
         try:
             resolve_steering(self.policy.expert_names, **parse_mode(self.eval.steering))
         except ValueError as e:
-            raise ValueError(f"eval.steering: {e}") from None
+            raise UserError(f"eval.steering: {e}") from None
         rollout = self.ppo.n_steps * self.env.n_envs
         if self.ppo.batch_size > rollout:
-            raise ValueError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")
+            raise UserError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")
         return self
 
 

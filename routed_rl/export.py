@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from routed_rl.moe import mlp
+from routed_rl.errors import UserError
 
 __all__ = ["FORMAT", "ExportedPolicy", "export_policy", "load_exported"]
 
@@ -42,10 +43,10 @@ def export_policy(
 
     steering = resolve_steering(policy.expert_names, select=select, ablate=ablate)
     if type(policy.features_extractor).__name__ != "FlattenExtractor":
-        raise ValueError("export supports the default flatten features extractor only")
+        raise UserError("export supports the default flatten features extractor only")
     activation = policy.activation_fn.__name__
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"export supports activations {sorted(_ACTIVATIONS)}, got {activation}")
+        raise UserError(f"export supports activations {sorted(_ACTIVATIONS)}, got {activation}")
     moe = policy.moe
     kept = [k for k, keep in enumerate(steering.keep if steering is not None else [True] * moe.n_experts) if keep]
     tensors: dict[str, th.Tensor] = {}
@@ -136,26 +137,26 @@ def load_exported(path: str | Path) -> ExportedPolicy:
     try:
         meta = json.loads((folder / "policy.json").read_text())
     except FileNotFoundError:
-        raise ValueError(f"{folder} has no policy.json: not a routed-rl export folder") from None
+        raise UserError(f"{folder} has no policy.json: not a routed-rl export folder") from None
     except json.JSONDecodeError:
-        raise ValueError(f"{folder / 'policy.json'} is not valid JSON") from None
+        raise UserError(f"{folder / 'policy.json'} is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{folder / 'policy.json'} is not a {FORMAT} export (format {found!r})")
+        raise UserError(f"{folder / 'policy.json'} is not a {FORMAT} export (format {found!r})")
     _check_meta(meta, folder / "policy.json")
     policy = ExportedPolicy(meta)
     try:
         tensors = load_file(str(folder / "policy.safetensors"))
     except Exception as e:  # safetensors raises several types for missing or corrupt files
-        raise ValueError(f"cannot read {folder / 'policy.safetensors'}: {e}") from None
+        raise UserError(f"cannot read {folder / 'policy.safetensors'}: {e}") from None
     try:
         policy.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         reason = str(e).splitlines()[0]
-        raise ValueError(f"{folder / 'policy.safetensors'} does not match policy.json: {reason}") from None
+        raise UserError(f"{folder / 'policy.safetensors'} does not match policy.json: {reason}") from None
     bad = [name for name, value in tensors.items() if not bool(th.isfinite(value).all())]
     if bad:
-        raise ValueError(f"{folder / 'policy.safetensors'} holds NaN or infinite weights in {bad[0]}")
+        raise UserError(f"{folder / 'policy.safetensors'} holds NaN or infinite weights in {bad[0]}")
     return policy.eval()
 
 
@@ -170,20 +171,20 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
         value = meta.get(name)
         ok = isinstance(value, list) and (allow_empty or value)
         if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):  # type: ignore[union-attr]
-            raise ValueError(f"{where}: field {name!r} must be a list of positive integers, got {value!r}")
+            raise UserError(f"{where}: field {name!r} must be a list of positive integers, got {value!r}")
         return list(value)  # type: ignore[arg-type]
 
     shape = positive_ints("observation_shape", allow_empty=False)
     experts = meta.get("experts")
     if not isinstance(experts, list) or not experts or not all(isinstance(e, str) and e.isidentifier() for e in experts):
-        raise ValueError(f"{where}: field 'experts' must be a non-empty list of expert names, got {experts!r}")
+        raise UserError(f"{where}: field 'experts' must be a non-empty list of expert names, got {experts!r}")
     expert_arch = positive_ints("expert_arch", allow_empty=False)
     gate_arch = positive_ints("gate_arch", allow_empty=True)
     n_actions = meta.get("n_actions")
     if not isinstance(n_actions, int) or isinstance(n_actions, bool) or n_actions < 1:
-        raise ValueError(f"{where}: field 'n_actions' must be a positive integer, got {n_actions!r}")
+        raise UserError(f"{where}: field 'n_actions' must be a positive integer, got {n_actions!r}")
     if meta.get("activation") not in _ACTIVATIONS:
-        raise ValueError(f"{where}: field 'activation' must be one of {sorted(_ACTIVATIONS)}, got {meta.get('activation')!r}")
+        raise UserError(f"{where}: field 'activation' must be one of {sorted(_ACTIVATIONS)}, got {meta.get('activation')!r}")
     in_dim = int(min(np.prod(shape, dtype=np.float64), MAX_PARAMETERS))
     sizes = {}
     for name in ("expert_input_index", "gate_input_index"):
@@ -192,7 +193,7 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
             sizes[name] = in_dim
             continue
         if not isinstance(index, list) or not index or not all(isinstance(i, int) and 0 <= i < in_dim for i in index):
-            raise ValueError(f"{where}: field {name!r} must be null or indices in [0, {in_dim}), got {str(index)[:80]}")
+            raise UserError(f"{where}: field {name!r} must be null or indices in [0, {in_dim}), got {str(index)[:80]}")
         sizes[name] = len(index)
 
     def mlp_size(widths: list[int], n_in: int) -> float:
@@ -206,4 +207,4 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
     if len(experts) > 1:
         total += mlp_size([*gate_arch, len(experts)], sizes["gate_input_index"])
     if total > MAX_PARAMETERS or in_dim >= MAX_PARAMETERS:
-        raise ValueError(f"{where}: the sizes declared ask for {total:.3g} parameters, more than {MAX_PARAMETERS:,}")
+        raise UserError(f"{where}: the sizes declared ask for {total:.3g} parameters, more than {MAX_PARAMETERS:,}")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
+from routed_rl.errors import UserError
 
 
 __all__ = [
@@ -97,7 +98,7 @@ class FractionLabeler(Labeler):
 
     def __init__(self, p: float, **kwargs: Any) -> None:
         if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"fraction labeler: p must be a probability in [0, 1], got {p}")
+            raise UserError(f"fraction labeler: p must be a probability in [0, 1], got {p}")
         super().__init__(**kwargs)
         self.p = float(p)
 
@@ -117,9 +118,9 @@ class BudgetLabeler(Labeler):
 
     def __init__(self, budget: int, p: float = 1.0, **kwargs: Any) -> None:
         if int(budget) < 0:
-            raise ValueError(f"budget labeler: budget must be >= 0, got {budget}")
+            raise UserError(f"budget labeler: budget must be >= 0, got {budget}")
         if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"budget labeler: p must be a probability in [0, 1], got {p}")
+            raise UserError(f"budget labeler: p must be a probability in [0, 1], got {p}")
         super().__init__(**kwargs)
         self.budget, self.p = int(budget), float(p)
 
@@ -148,15 +149,15 @@ def make_labeler(kind: str, labels: Collection[str] | None = None, seed: int | N
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot import labeler {kind!r}: {e}") from None
+            raise UserError(f"cannot import labeler {kind!r}: {e}") from None
         if not (isinstance(cls, type) and issubclass(cls, Labeler)):
-            raise ValueError(f"labeler {kind!r} must be a subclass of routed_rl.labeling.Labeler")
+            raise UserError(f"labeler {kind!r} must be a subclass of routed_rl.labeling.Labeler")
     else:
-        raise ValueError(f"unknown labeler {kind!r}; use one of {sorted(LABELERS)} or an import path 'module:Class'")
+        raise UserError(f"unknown labeler {kind!r}; use one of {sorted(LABELERS)} or an import path 'module:Class'")
     try:
         return cls(labels=labels, seed=seed, **kwargs)
     except TypeError as e:
-        raise ValueError(f"labeler {kind!r}: {e}") from None
+        raise UserError(f"labeler {kind!r}: {e}") from None
 
 
 class EpisodeLabelTracker:

@@ -15,6 +15,7 @@ from torch import nn
 
 from routed_rl.routing import route
 from routed_rl.steering import Steering
+from routed_rl.errors import UserError
 
 __all__ = ["MixtureOfExperts", "mlp"]
 
@@ -53,13 +54,13 @@ class MixtureOfExperts(nn.Module):
     ) -> None:
         super().__init__()
         if len(expert_arch) == 0:
-            raise ValueError("expert_arch needs at least one hidden width")
+            raise UserError("expert_arch needs at least one hidden width")
         self.expert_names = list(expert_names)
         self.n_experts = len(self.expert_names)
         if self.n_experts < 1 or len(set(self.expert_names)) != self.n_experts:
-            raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+            raise UserError(f"expert names must be non-empty and distinct, got {self.expert_names}")
         if not all(isinstance(name, str) and name.isidentifier() for name in self.expert_names):
-            raise ValueError(f"expert names must be identifiers (letters, digits, _), got {self.expert_names}")
+            raise UserError(f"expert names must be identifiers (letters, digits, _), got {self.expert_names}")
         self._slices: dict[str, slice] = {}
         expert_in = self._register_index("expert_input_index", expert_input_index, in_dim)
         gate_in = self._register_index("gate_input_index", gate_input_index, in_dim)
@@ -77,7 +78,7 @@ class MixtureOfExperts(nn.Module):
             return in_dim
         tensor = th.as_tensor(list(index), dtype=th.long)
         if tensor.numel() == 0 or tensor.min() < 0 or tensor.max() >= in_dim:
-            raise ValueError(f"{name} must be non-empty indices in [0, {in_dim}), got {list(index)}")
+            raise UserError(f"{name} must be non-empty indices in [0, {in_dim}), got {list(index)}")
         self.register_buffer(name, tensor)
         first = int(tensor[0])
         if th.equal(tensor, th.arange(first, first + tensor.numel())):  # a contiguous block: slice, no copy

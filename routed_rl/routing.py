@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch as th
 
-from routed_rl.errors import did_you_mean
+from routed_rl.errors import UserError, did_you_mean
 from routed_rl.type_aliases import UNLABELED, RoutingSpec
 
 __all__ = ["RoutingTable", "route"]
@@ -68,30 +68,30 @@ class RoutingTable:
     ) -> None:
         self.expert_names = list(expert_names)
         if not self.expert_names or len(set(self.expert_names)) != len(self.expert_names):
-            raise ValueError(f"expert names must be non-empty and distinct, got {self.expert_names}")
+            raise UserError(f"expert names must be non-empty and distinct, got {self.expert_names}")
         if table is None:
             table = {name: {name: 1.0} for name in self.expert_names}
         self.table: dict[str, dict[str, float]] = {}
         for label, entry in table.items():
             if not isinstance(entry, Mapping):
-                raise ValueError(f"routing table entry for label {label!r} must map expert names to weights, got {entry!r}")
+                raise UserError(f"routing table entry for label {label!r} must map expert names to weights, got {entry!r}")
             for expert, weight in entry.items():
                 if expert not in self.expert_names:
                     hint = did_you_mean(expert, self.expert_names)
-                    raise ValueError(
+                    raise UserError(
                         f"routing table entry {label!r} names unknown expert {expert!r}{hint}; experts are {self.expert_names}"
                     )
                 if not 0.0 <= float(weight) <= 1.0:
-                    raise ValueError(f"routing weight {label!r} -> {expert!r} must be in [0, 1], got {weight}")
+                    raise UserError(f"routing weight {label!r} -> {expert!r} must be in [0, 1], got {weight}")
             self.table[str(label)] = {e: float(w) for e, w in entry.items()}
         self.labels: list[str] = list(self.table)
         self.n_experts = len(self.expert_names)
         self.unlabeled = {e: 1.0 for e in self.expert_names}
         for expert, weight in (unlabeled or {}).items():
             if expert not in self.expert_names:
-                raise ValueError(f"unlabeled routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
+                raise UserError(f"unlabeled routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
             if not 0.0 <= float(weight) <= 1.0:
-                raise ValueError(f"unlabeled routing weight for {expert!r} must be in [0, 1], got {weight}")
+                raise UserError(f"unlabeled routing weight for {expert!r} must be in [0, 1], got {weight}")
             self.unlabeled[expert] = float(weight)
         n = len(self.expert_names)
         # row k = weights for label id k; the last row (index -1 == UNLABELED) is the unlabeled weights
@@ -114,7 +114,7 @@ class RoutingTable:
         try:
             return self.labels.index(label)
         except ValueError:
-            raise ValueError(f"unknown label {label!r}{did_you_mean(label, self.labels)}; labels are {self.labels}") from None
+            raise UserError(f"unknown label {label!r}{did_you_mean(label, self.labels)}; labels are {self.labels}") from None
 
     def weights(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
         """Per-expert gradient weights.

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from routed_rl.config import ConfigError, RunConfig, load_config
+from routed_rl.errors import UserError
 
 __all__ = ["RunDir", "atomic_save"]
 
@@ -115,11 +116,11 @@ class RunDir:
         from routed_rl.agents import RoutedPPO
 
         if not self.root.is_dir():
-            raise FileNotFoundError(f"run folder {self.root} does not exist")
+            raise UserError(f"run folder {self.root} does not exist")
         path = self.model if prefer_final and self.model.is_file() else None
         path = path or self.latest_checkpoint() or (self.model if self.model.is_file() else None)
         if path is None:
-            raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
+            raise UserError(f"{self.root} has no model.zip and no checkpoint: train it first")
         return load_model_file(RoutedPPO, path, env)
 
     def resumable_model(self, env: Any = None) -> tuple[Any, list[str]]:
@@ -128,7 +129,7 @@ class RunDir:
         from routed_rl.agents import RoutedPPO
 
         if not self.root.is_dir():
-            raise FileNotFoundError(f"run folder {self.root} does not exist")
+            raise UserError(f"run folder {self.root} does not exist")
         candidates = sorted(self.checkpoints.glob("step_*.zip"), reverse=True)
         candidates = [p for p in candidates if re.fullmatch(r"step_\d+\.zip", p.name)]
         if self.model.is_file():
@@ -140,8 +141,8 @@ class RunDir:
             except ValueError as e:
                 skipped.append(str(e))
         if skipped:
-            raise ValueError(f"no checkpoint of {self.root} can be loaded: {skipped[-1]}")
-        raise FileNotFoundError(f"{self.root} has no model.zip and no checkpoint: train it first")
+            raise UserError(f"no checkpoint of {self.root} can be loaded: {skipped[-1]}")
+        raise UserError(f"{self.root} has no model.zip and no checkpoint: train it first")
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files of atomic saves that a killed process left behind; return them."""
@@ -173,11 +174,13 @@ class RunDir:
 def load_model_file(cls: Any, path: Path, env: Any = None) -> Any:
     """``cls.load(path)`` with a one-line ``ValueError`` for a missing, truncated or corrupt file."""
     if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
+        raise UserError(f"model file {path} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"model file {path} is corrupt (not a zip archive); retrain or resume from a checkpoint")
+        raise UserError(f"model file {path} is corrupt (not a zip archive); retrain or resume from a checkpoint")
     try:
         return cls.load(path, env=env, device="cpu")
     except Exception as e:  # SB3 raises many types for damaged archives
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"model file {path} cannot be loaded ({reason}); retrain or resume from a checkpoint") from None
+        if "routing needs a RoutedActorCriticPolicy" in reason:
+            raise UserError(f"model file {path} is not a routed-rl model (its policy is not a mixture of experts)") from None
+        raise UserError(f"model file {path} cannot be loaded ({reason}); retrain or resume from a checkpoint") from None

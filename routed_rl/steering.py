@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routed_rl.errors import did_you_mean
+from routed_rl.errors import UserError, did_you_mean
 
 __all__ = ["Steering", "mode_name", "parse_mode", "resolve_steering", "steer_kwargs", "steering_modes"]
 
@@ -34,7 +34,7 @@ class Steering:
 
 def _check_name(name: str, expert_names: Sequence[str]) -> None:
     if name not in expert_names:
-        raise ValueError(f"unknown expert {name!r}{did_you_mean(name, expert_names)}; experts are {list(expert_names)}")
+        raise UserError(f"unknown expert {name!r}{did_you_mean(name, expert_names)}; experts are {list(expert_names)}")
 
 
 def resolve_steering(
@@ -53,7 +53,7 @@ def resolve_steering(
     """
     given = [name for name, v in (("select", select), ("ablate", ablate), ("weights", weights)) if v is not None]
     if len(given) > 1:
-        raise ValueError(f"steer takes one of select=, ablate= or weights=, got {' and '.join(given)}")
+        raise UserError(f"steer takes one of select=, ablate= or weights=, got {' and '.join(given)}")
     names = list(expert_names)
     if select is not None:
         _check_name(select, names)
@@ -63,19 +63,19 @@ def resolve_steering(
         for name in dropped:
             _check_name(name, names)
         if len(set(dropped)) != len(dropped):
-            raise ValueError(f"ablate names an expert twice: {dropped}")
+            raise UserError(f"ablate names an expert twice: {dropped}")
         keep = tuple(e not in dropped for e in names)
         if not any(keep):
-            raise ValueError(f"cannot ablate every expert; experts are {names}")
+            raise UserError(f"cannot ablate every expert; experts are {names}")
         return Steering(keep=keep, name="ablate=" + ",".join(dropped))
     if weights is not None:
         for name, w in weights.items():
             _check_name(name, names)
             if not math.isfinite(float(w)) or float(w) < 0:
-                raise ValueError(f"steering weight for {name!r} must be a finite number >= 0, got {w}; experts are {names}")
+                raise UserError(f"steering weight for {name!r} must be a finite number >= 0, got {w}; experts are {names}")
         total = sum(float(w) for w in weights.values())
         if total <= 0:
-            raise ValueError(f"steering weights must have a positive sum; experts are {names}")
+            raise UserError(f"steering weights must have a positive sum; experts are {names}")
         fixed = tuple(float(weights.get(e, 0.0)) / total for e in names)
         name = "weights=" + ",".join(f"{e}:{w:g}" for e, w in zip(names, fixed, strict=True))
         return Steering(keep=tuple(w > 0 for w in fixed), fixed_weights=fixed, name=name)
@@ -103,7 +103,7 @@ def steer_kwargs(select: str | None = None, ablate: str | Sequence[str] | None =
     :raises ValueError: when both are given
     """
     if select is not None and ablate:
-        raise ValueError("use either select (--select) or ablate (--ablate), not both")
+        raise UserError("use either select (--select) or ablate (--ablate), not both")
     if select is not None:
         return {"select": select}
     if ablate:
@@ -124,4 +124,4 @@ def parse_mode(text: str) -> dict[str, Any]:
         return {"select": names}
     if sep and names and kind == "ablate":
         return {"ablate": names.split(",")}
-    raise ValueError(f"steering mode must be 'unsteered', 'select=EXPERT' or 'ablate=EXPERT[,EXPERT...]', got {text!r}")
+    raise UserError(f"steering mode must be 'unsteered', 'select=EXPERT' or 'ablate=EXPERT[,EXPERT...]', got {text!r}")

@@ -16,6 +16,7 @@ from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.steering import mode_name, parse_mode, steering_modes
+from routed_rl.errors import UserError
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
@@ -117,18 +118,18 @@ def _new_run(
     config = load_config(config_name, overrides)
     run = RunDir(run_dir) if run_dir is not None else RunDir.default(config, config_name)
     if run.root.exists() and not run.root.is_dir():
-        raise ValueError(f"--run-dir {run.root} is a file; give a folder")
+        raise UserError(f"--run-dir {run.root} is a file; give a folder")
     if run.model.exists() or run.latest_checkpoint() is not None:
-        raise ValueError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
+        raise UserError(f"{run.root} already holds a trained run; use --resume {run.root} or another --run-dir")
     if run.root.is_dir() and any(run.root.iterdir()) and not run.config.exists():
-        raise ValueError(f"--run-dir {run.root} is a folder with other files in it; give a new or empty folder")
+        raise UserError(f"--run-dir {run.root} is a folder with other files in it; give a new or empty folder")
     _set_threads(config)
     # built before anything is written, so a config that cannot be built leaves no run folder behind
     model = build_model(config, tensorboard_log=str(run.tensorboard) if config.logging.tensorboard else None)
     try:
         run.write_config(config, command)
     except OSError as e:
-        raise ValueError(f"cannot write the run folder {run.root} ({e.strerror})") from None
+        raise UserError(f"cannot write the run folder {run.root} ({e.strerror})") from None
     return run, config, model
 
 
@@ -164,20 +165,20 @@ def run_training(
 ) -> RunDir:
     """What ``routed-rl train`` does: set up or reopen the run folder, train, checkpoint, evaluate, draw figures.
 
-    :raises ValueError: (and ``ConfigError``, ``FileNotFoundError``) for bad input, before anything is written
+    :raises UserError: for bad input, before anything is written
     """
     from routed_rl.callbacks import EarlyStoppingCallback, ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
     from routed_rl.evaluation import evaluate, format_table
 
     if resume is not None:
         if config_name is not None or run_dir is not None or any(not o.startswith("total_steps=") for o in overrides):
-            raise ValueError(
+            raise UserError(
                 "--resume continues a run with its own config: give only --resume RUN (and --total-steps to extend)"
             )
         run, config, model = _reopen_run(RunDir(resume), overrides, command)
     else:
         if config_name is None:
-            raise ValueError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
+            raise UserError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
         run, config, model = _new_run(config_name, overrides, run_dir, command)
     remaining = config.total_steps - model.num_timesteps
     stop = StopOnSignal()

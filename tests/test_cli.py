@@ -302,6 +302,36 @@ def test_usage_errors_and_help(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("labeler", ["BrokenLabeler", "BuggyValueLabeler"])
+def test_a_bug_keeps_its_traceback_instead_of_passing_for_bad_input(tmp_path: Path, labeler: str) -> None:
+    import os
+
+    exe = Path(sys.executable).with_name("routed-rl")
+    args = [str(exe), "train", "default", *FAST, "--set", f"labeling.kind=user_labelers:{labeler}", "--total-steps", "512"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    result = subprocess.run(
+        [*args, "--run-dir", "r", "-q"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr
+    assert ("a bug in the labeler" if labeler == "BrokenLabeler" else "inside the labeler") in result.stderr
+    assert "error: " not in result.stderr.splitlines()[-1]
+
+
+def test_eval_of_a_plain_sb3_model_says_it_is_not_a_routed_model(tmp_path: Path, bad_input_dir: Path) -> None:
+    from stable_baselines3 import PPO
+
+    from routed_rl.envs import OversightGridVecEnv
+
+    folder = tmp_path / "sb3run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text((bad_input_dir / "good" / "config.yaml").read_text())
+    PPO("MlpPolicy", OversightGridVecEnv(2, seed=0), n_steps=8, batch_size=16).save(folder / "model.zip")
+    result = cli("eval", "sb3run", "--episodes", "10", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a routed-rl model (its policy is not a mixture of experts)" in result.stderr
+    assert "routing_enabled" not in result.stderr
+
+
 def test_a_run_that_spends_no_label_says_so(tmp_path: Path) -> None:
     args = ["--set", "routing.table={}", "--set", "routing.label_rewards=null", "--total-steps", "512", "--run-dir", "r"]
     result = cli("train", "default", *FAST, *args, "-q", cwd=tmp_path)
