@@ -75,9 +75,12 @@ def export_policy(
         **index,
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / "policy.safetensors"))
-    (out / "policy.json").write_text(json.dumps(meta, indent=2))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / "policy.safetensors"))
+        (out / "policy.json").write_text(json.dumps(meta, indent=2))
+    except OSError as e:
+        raise UserError(f"cannot write the export to {out} ({e.strerror or e})") from None
     return out
 
 

@@ -132,3 +132,9 @@ def test_nan_weights_and_mismatched_tensors_are_refused(model: RoutedPPO, tmp_pa
     (tmp_path / "policy.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="is not a routed-rl-policy/1 export"):
         load_exported(tmp_path)
+
+
+def test_an_export_that_cannot_be_written_is_one_line(model: RoutedPPO, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot write the export to"):
+        export_policy(model.policy, tmp_path / "file" / "sub", select="diamond")  # a folder under a file
