@@ -87,9 +87,13 @@ class RunDir:
         return self.root / "figures"
 
     def write_config(self, config: RunConfig, command: str) -> None:
-        """Write the resolved config (YAML) and the command line that started the run."""
+        """Write the resolved config (YAML) and append the command line to ``command.txt``."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        self.append_command(command)
+
+    def append_command(self, command: str) -> None:
+        """Record a command line that worked on the run (started, resumed or extended it)."""
         with self.command.open("a") as f:
             f.write(command + "\n")
 

@@ -137,9 +137,12 @@ def _reopen_run(run: RunDir, overrides: list[str], command: str) -> tuple[RunDir
     """The run's config (``total_steps`` overridden to extend it) and the model of its newest good checkpoint,
     with the label log cut back to that checkpoint's step."""
     config = run.load_config()
-    if overrides:
-        config = load_config(config.model_dump(mode="json"), overrides)
-    run.write_config(config, command)
+    extended = load_config(config.model_dump(mode="json"), overrides) if overrides else config
+    if extended != config:  # only --total-steps changes the run's config; a plain resume leaves it as it is
+        run.write_config(extended, command)
+    else:
+        run.append_command(command)
+    config = extended
     _set_threads(config)
     run.remove_stale_temporaries()
     model, skipped = run.resumable_model()

@@ -129,7 +129,10 @@ def test_resume_with_no_steps_left_finishes_the_run(tmp_path: Path) -> None:
     """A finished run, and one whose model.zip is missing (stopped in its last rollout), resume cleanly."""
     assert _small_run(tmp_path, 1024).returncode == 0
     run = RunDir(tmp_path / "runs/s")
+    written = run.config.stat().st_mtime_ns
     result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    assert run.config.stat().st_mtime_ns == written  # a plain resume leaves the run's config as it is
+    assert run.command.read_text().splitlines()[-1] == "routed-rl train --resume runs/s -q"
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and run.load_model().num_timesteps == 1024
     for path in (run.model, run.eval):
