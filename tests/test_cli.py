@@ -173,6 +173,10 @@ def test_eval_keeps_the_training_results_and_says_when_training_has_not_finished
     assert result.returncode == 0 and result.stderr == ""
     assert run.eval.read_text() == training_eval
     assert json.loads((run.root / "eval_select_diamond_20ep.json").read_text())[0]["episodes"] == 20
+    (run.root / "eval_all_20ep.json").mkdir()  # where the results would go cannot be written
+    result = cli("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
+    assert result.returncode == 0 and "ablate=ghost" in result.stdout  # printed before the write failed
+    assert "warning: results not saved to" in result.stderr
     run.model.unlink()
     result = cli("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
     assert result.returncode == 0
@@ -213,6 +217,7 @@ BAD_INPUTS = [
     (["train", "default", "--set", "eval.episodes=200000000"], "config key 'eval.episodes'"),
     (["train", "binary.yaml"], "is not a text YAML file"),
     (["train", "default", "--run-dir", "afile"], "--run-dir afile is a file"),
+    (["train", "default", *FAST, "--run-dir", "afile/sub"], "cannot write the run folder afile/sub"),
     (["train", "default", "--run-dir", "notarun"], "--run-dir notarun is a folder with other files in it"),
     (["export", "good", "--select", "diamond", "-o", "afile"], "--out afile is a file"),
     (["export", "good", "--select", "diamond", "-o", "good"], "--out good is a run folder"),
