@@ -18,9 +18,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
 
+from routed_rl.errors import UserError
 from routed_rl.moe import MixtureOfExperts, mlp
 from routed_rl.steering import Steering, resolve_steering
-from routed_rl.errors import UserError
 
 __all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
 

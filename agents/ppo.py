@@ -32,10 +32,10 @@ from torch.nn import functional as F
 
 from routed_rl.agents.buffers import LabeledRolloutBuffer, LabeledRolloutBufferSamples
 from routed_rl.agents.policies import RoutedActorCriticPolicy
+from routed_rl.errors import UserError
 from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
 from routed_rl.routing import RoutingTable
 from routed_rl.type_aliases import RoutingSpec
-from routed_rl.errors import UserError
 
 __all__ = ["RoutedPPO"]
 

@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
 from routed_rl.errors import UserError
 
 __all__ = ["OUTCOMES", "REWARD_SCHEMES", "GridBatch", "OversightGridEnv", "OversightGridVecEnv"]

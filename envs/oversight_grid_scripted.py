@@ -12,6 +12,7 @@ from collections import deque
 from typing import Literal
 
 import numpy as np
+
 from routed_rl.errors import UserError
 
 __all__ = ["ScriptedPolicy", "ghost_free_distances"]

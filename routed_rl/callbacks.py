@@ -13,9 +13,9 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
+from routed_rl.errors import UserError
 from routed_rl.evaluation import evaluate
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.errors import UserError
 
 __all__ = ["EarlyStoppingCallback", "ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
 

@@ -20,8 +20,8 @@ import torch as th
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from routed_rl.moe import mlp
 from routed_rl.errors import UserError
+from routed_rl.moe import mlp
 
 __all__ = ["FORMAT", "ExportedPolicy", "export_policy", "load_exported"]
 

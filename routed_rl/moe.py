@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch as th
 from torch import nn
 
+from routed_rl.errors import UserError
 from routed_rl.routing import route
 from routed_rl.steering import Steering
-from routed_rl.errors import UserError
 
 __all__ = ["MixtureOfExperts", "mlp"]
 

@@ -14,9 +14,9 @@ from torch import nn
 from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
+from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.steering import mode_name, parse_mode, steering_modes
-from routed_rl.errors import UserError
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
