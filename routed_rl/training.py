@@ -217,10 +217,10 @@ def run_training(
     if stopper is not None:
         stopper.check()  # the last stretch of training is scored too
     trained = model
-    if stopping.metric != "none" and run.best_model.is_file():
+    if stopper is not None and stopper.best is not None:
         model = run.load_best_model()
         model.set_logger(trained.logger)
-        best = json.loads(run.early_stopping.read_text())["best"]
+        best = stopper.best
         print(f"early stopping ({stopping.metric}): keeping the model of step {best['step']:,} (score {best['score']:.3f})")
     atomic_save(model, run.model)
     results = [evaluate(model, **_evaluate_kwargs(config), **s) for s in modes]
