@@ -103,6 +103,7 @@ def eval_(
     A run folder's model files are pickled: loading one runs code from it, so evaluate only runs you trust."""
     from routed_rl.evaluation import evaluate, format_table
     from routed_rl.runs import RunDir
+    from routed_rl.steering import mode_file_stem
 
     rd = RunDir(run)
     config = rd.load_config()
@@ -121,7 +122,7 @@ def eval_(
         results.append(r.to_dict())
     typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
     # the training's own eval.json stays as it is; this evaluation goes beside it
-    name = "all" if len(results) > 1 else results[0]["mode"].replace("=", "_").replace(",", "_")
+    name = "all" if len(results) > 1 else mode_file_stem(results[0]["mode"])
     out = rd.root / f"eval_{name}_{episodes}ep{'_stochastic' if stochastic else ''}.json"
     try:
         out.write_text(json.dumps(results, indent=2))

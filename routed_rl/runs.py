@@ -106,23 +106,22 @@ class RunDir:
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:012d}.zip"
 
+    def checkpoint_files(self) -> list[Path]:
+        """The periodic checkpoints, oldest first."""
+        return sorted(p for p in self.checkpoints.glob("step_*.zip") if re.fullmatch(r"step_\d+\.zip", p.name))
+
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint with the most steps, or ``None``."""
-        found = sorted(p for p in self.checkpoints.glob("step_*.zip") if re.fullmatch(r"step_\d+\.zip", p.name))
+        found = self.checkpoint_files()
         return found[-1] if found else None
 
-    def load_model(self, env: Any = None, prefer_final: bool = True) -> Any:
-        """Load the run's model with a one-line error if it cannot be.
-
-        :param prefer_final: ``model.zip`` first (for eval and export); False: the latest checkpoint first
-            (for resuming; a run always checkpoints when it stops)
-        """
+    def load_model(self, env: Any = None) -> Any:
+        """Load the run's ``model.zip`` (else its latest checkpoint) with a one-line error if it cannot be."""
         from routed_rl.agents import RoutedPPO
 
         if not self.root.is_dir():
             raise UserError(f"run folder {self.root} does not exist")
-        path = self.model if prefer_final and self.model.is_file() else None
-        path = path or self.latest_checkpoint() or (self.model if self.model.is_file() else None)
+        path = self.model if self.model.is_file() else self.latest_checkpoint()
         if path is None:
             raise UserError(f"{self.root} has no model.zip and no checkpoint: train it first")
         return load_model_file(RoutedPPO, path, env)
@@ -134,8 +133,7 @@ class RunDir:
 
         if not self.root.is_dir():
             raise UserError(f"run folder {self.root} does not exist")
-        candidates = sorted(self.checkpoints.glob("step_*.zip"), reverse=True)
-        candidates = [p for p in candidates if re.fullmatch(r"step_\d+\.zip", p.name)]
+        candidates = self.checkpoint_files()[::-1]
         if self.model.is_file():
             candidates.append(self.model)
         skipped: list[str] = []

@@ -14,7 +14,7 @@ from typing import Any
 
 from routed_rl.errors import UserError, did_you_mean
 
-__all__ = ["Steering", "mode_name", "parse_mode", "resolve_steering", "steer_kwargs", "steering_modes"]
+__all__ = ["Steering", "mode_file_stem", "mode_name", "parse_mode", "resolve_steering", "steer_kwargs", "steering_modes"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ def mode_name(expert_names: Sequence[str], **steer: Any) -> str:
     """The name of a steering mode given as ``policy.steer`` keyword arguments, e.g. ``ablate=ghost``."""
     steering = resolve_steering(expert_names, **steer)
     return "unsteered" if steering is None else steering.name
+
+
+def mode_file_stem(name: str) -> str:
+    """A steering mode's name as it appears in file names: ``ablate=a,b`` -> ``ablate_a_b``."""
+    return name.replace("=", "_").replace(",", "_")
 
 
 def steer_kwargs(select: str | None = None, ablate: str | Sequence[str] | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from routed_rl.config import RunConfig, load_config
 from routed_rl.envs import OversightGridVecEnv
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.steering import mode_name, parse_mode, steering_modes
+from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
 
@@ -85,12 +85,12 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
         for expert in model.policy.expert_names:
             images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols)
     for key, image in images.items():
-        save_png(image, run.figures / f"{key.replace('=', '_').replace(',', '_')}.png")
+        save_png(image, run.figures / f"{mode_file_stem(key)}.png")
         model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
     for steer in steering_modes(model.policy.expert_names):
         frames, _ = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
         name = mode_name(model.policy.expert_names, **steer)
-        save_gif(frames, run.figures / f"episode_{name.replace('=', '_').replace(',', '_')}.gif")
+        save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif")
     model.logger.dump(model.num_timesteps)
 
 
