@@ -5,9 +5,24 @@ Importing this package registers ``RoutedRL/OversightGrid-v0`` with gymnasium.
 
 from gymnasium.envs.registration import register, registry
 
-from routed_rl.envs.oversight_grid import OUTCOMES, REWARD_SCHEMES, GridBatch, OversightGridEnv, OversightGridVecEnv
+from routed_rl.envs.oversight_grid import (
+    OUTCOMES,
+    RENDER_COLORS,
+    REWARD_SCHEMES,
+    GridBatch,
+    OversightGridEnv,
+    OversightGridVecEnv,
+)
 
-__all__ = ["OUTCOMES", "OVERSIGHT_GRID_ID", "REWARD_SCHEMES", "GridBatch", "OversightGridEnv", "OversightGridVecEnv"]
+__all__ = [
+    "OUTCOMES",
+    "OVERSIGHT_GRID_ID",
+    "RENDER_COLORS",
+    "REWARD_SCHEMES",
+    "GridBatch",
+    "OversightGridEnv",
+    "OversightGridVecEnv",
+]
 
 OVERSIGHT_GRID_ID = "RoutedRL/OversightGrid-v0"
 

@@ -35,7 +35,7 @@ DIAMOND, GHOST, TIMEOUT = 0, 1, 2
 # Action -> (row delta, col delta): 0 up, 1 right, 2 down, 3 left.
 _MOVES = np.array([[-1, 0], [0, 1], [1, 0], [0, -1]])
 _CELL_PX = 16
-_COLORS = {
+RENDER_COLORS: dict[str, tuple[int, int, int]] = {
     "floor": (235, 235, 235),
     "overseen": (255, 226, 130),
     "agent": (40, 90, 220),
@@ -243,12 +243,12 @@ class GridBatch:
         """Grid ``i`` as an (rows*16, cols*16, 3) uint8 image."""
         p = _CELL_PX
         img = np.zeros((self.rows * p, self.cols * p, 3), dtype=np.uint8)
-        img[:] = _COLORS["floor"]
+        img[:] = RENDER_COLORS["floor"]
         for cell in range(self.n_cells):
             r, c = divmod(cell, self.cols)
             tile = img[r * p : (r + 1) * p, c * p : (c + 1) * p]
             if self.overseen[i, cell]:
-                tile[:] = _COLORS["overseen"]
+                tile[:] = RENDER_COLORS["overseen"]
             tile[0, :] = tile[:, 0] = 190  # grid lines
             for name, pos, inset in (
                 ("ghost", self.ghost[i], 3),
@@ -256,7 +256,7 @@ class GridBatch:
                 ("agent", self.agent[i], 5),
             ):
                 if cell == pos:
-                    tile[inset : p - inset + 1, inset : p - inset + 1] = _COLORS[name]
+                    tile[inset : p - inset + 1, inset : p - inset + 1] = RENDER_COLORS[name]
         return img
 
 

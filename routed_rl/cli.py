@@ -1,4 +1,4 @@
-"""The ``routed-rl`` command line: ``train``, ``eval``, ``export`` and ``configs``.
+"""The ``routed-rl`` command line: ``train``, ``eval``, ``export``, ``sweep``, ``report`` and ``configs``.
 
 Bad input (a wrong config key, an out-of-range value, an unknown expert, a missing or corrupt model file)
 prints one line starting with ``error:`` and exits with code 2, without a traceback.
@@ -161,6 +161,52 @@ def export(
     typer.echo(f"exported {folder} (experts kept: {', '.join(kept)}); load it with routed_rl.export.load_exported")
 
 
+@app.command()
+def sweep(
+    sweep: Annotated[str, typer.Argument(help="A built-in sweep (quick, standard, paper) or a sweep YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Sweep folder (default: sweeps/<name>).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Trials at once (default: the cores / the sweep's threads per trial).")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the trials as Ray tasks: --ray alone starts a local Ray instance; --ray auto or --ray "
+            "ray://HOST:10001 joins a cluster. Needs the ray extra: pip install 'routed-rl\\[ray]'.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a sweep key (seeds=[0,1]) or set a config key in every trial (repeatable)."),
+    ] = None,
+) -> None:
+    """Train a grid of methods x oversight levels x seeds, each trial an ordinary run folder in the sweep folder.
+
+    A rerun skips finished trials and resumes interrupted ones; Ctrl-C checkpoints every running trial. Then
+    `routed-rl report SWEEP_DIR` writes the table and figures."""
+    from routed_rl.sweeps.runner import run_sweep
+    from routed_rl.sweeps.spec import load_sweep
+
+    spec, trials, name = load_sweep(sweep, set_)
+    if ray is not None and workers is not None:
+        raise UserError("--workers is for the local pool; with --ray the cluster's CPUs decide")
+    progress = run_sweep(spec, trials, out or Path("sweeps") / name, name, workers=workers, ray_address=ray)
+    if progress.failed:
+        typer.echo(f"{progress.failed} trials failed: their errors are in their trial.json and trial.log", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep folder (written by `routed-rl sweep`).")],
+) -> None:
+    """Write results.csv, report.md, return_vs_oversight.png and gaming_gap.png into a sweep folder."""
+    from routed_rl.sweeps.report import write_report
+
+    for path in write_report(sweep_dir):
+        typer.echo(f"wrote {path}")
+
+
 def _load_finished_model(rd: Any) -> Any:
     """The run's ``model.zip``, or, saying so, its latest checkpoint when training has not finished."""
     model = rd.load_model()
@@ -177,7 +223,7 @@ def main() -> None:
     """Entry point of the ``routed-rl`` console script: user errors (:class:`~routed_rl.errors.UserError`)
     become one line and exit code 2."""
     try:
-        app()
+        app(args=_optional_ray_address(sys.argv[1:]))
     except UserError as e:  # only the user's mistakes: any other exception is a bug and keeps its traceback
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         _print_error(message)
@@ -185,6 +231,22 @@ def main() -> None:
     except KeyboardInterrupt:  # outside training (which checkpoints and exits 0 itself)
         _print_error("interrupted")
         sys.exit(130)
+
+
+def _optional_ray_address(args: list[str]) -> list[str]:
+    """``--ray`` may come without an address (a local Ray instance): give it the value ``local`` then."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--ray":
+            following = out[i + 1] if i + 1 < len(out) else None
+            if following is None or following.startswith("-") or not _looks_like_address(following):
+                out.insert(i + 1, "local")
+            break
+    return out
+
+
+def _looks_like_address(text: str) -> bool:
+    return text in ("auto", "local") or ":" in text
 
 
 def _print_error(message: str) -> None:

@@ -78,19 +78,22 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
     from routed_rl.figures import episode_frames, gate_map, policy_map, save_gif, save_png
 
     rows, cols = config.env.rows, config.env.cols
+    context = f"run {run.root.name}, step {model.num_timesteps:,}, oversight {config.env.oversight_prob:.1%}"
     images: dict[str, Any] = {}
     if rows >= 5 and cols >= 3:
         for steer in steering_modes(model.policy.expert_names):
-            images[f"policy_map_{mode_name(model.policy.expert_names, **steer)}"] = policy_map(model, steer, rows, cols)
+            key = f"policy_map_{mode_name(model.policy.expert_names, **steer)}"
+            images[key] = policy_map(model, steer, rows, cols, context=context)
         for expert in model.policy.expert_names:
-            images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols)
+            images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols, context=context)
     for key, image in images.items():
         save_png(image, run.figures / f"{mode_file_stem(key)}.png")
         model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
     for steer in steering_modes(model.policy.expert_names):
-        frames, _ = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
+        frames, info = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
         name = mode_name(model.policy.expert_names, **steer)
-        save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif")
+        caption = [f"one episode, {name}, step {{step}}", f"run {run.root.name}", f"outcome: {info.get('outcome', '?')}"]
+        save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif", caption=caption)
     model.logger.dump(model.num_timesteps)
 
 

@@ -1,0 +1,258 @@
+"""The sweep report (``routed-rl report SWEEP_DIR``): does routing help, with seeds and intervals shown.
+
+Writes into the sweep folder:
+
+- ``results.csv``: one row per finished trial and evaluated steering mode;
+- ``report.md``: per method x oversight level (x other axes), in each method's deployed steering mode
+  (its config's ``eval.steering``), the point estimate and 95% interval of the ground-truth return and
+  the diamond and ghost rates, then each method against the sweep's first method;
+- ``return_vs_oversight.png``: ground-truth return against oversight level, one line and band per method;
+- ``gaming_gap.png``: ghost rate on overseen vs unseen episodes per method and oversight level.
+
+Intervals are rliable's percentile bootstrap over seeds (one task, so the stratified bootstrap is a plain
+one) of the mean, or of the interquartile mean (IQM) when every group has at least
+:data:`IQM_MIN_SEEDS` seeds. With 3 seeds a bootstrap interval is narrow and somewhat optimistic: it
+cannot be wider than the seeds' range.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from routed_rl.errors import UserError
+from routed_rl.runs import RunDir
+from routed_rl.steering import mode_name, parse_mode
+from routed_rl.sweeps.runner import TRIAL_FILE, trial_status
+from routed_rl.sweeps.spec import method_label
+
+__all__ = ["IQM_MIN_SEEDS", "Interval", "collect_rows", "interval", "summarize", "write_report"]
+
+#: Seeds needed in every group before the report aggregates by the IQM instead of the mean.
+IQM_MIN_SEEDS = 5
+#: Bootstrap resamples (fixed seed: the same folder always gives the same report).
+BOOTSTRAP_REPS = 5_000
+
+CSV_COLUMNS = [
+    "trial", "method", "oversight_prob", "seed", "axes", "mode", "deployed", "env_steps", "wall_s", "labels_spent",
+    "episodes", "diamond", "ghost", "timeout", "overseen_episodes", "ghost_overseen", "ghost_unseen", "gaming_gap",
+    "return",
+]  # fmt: skip
+
+
+def _ghost_share(rates: dict[str, float]) -> float | None:
+    """Ghost share of the episodes that ended at a terminal (``None`` when none did)."""
+    ended = rates["ghost"] + rates["diamond"]
+    return rates["ghost"] / ended if ended > 0 else None
+
+
+def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per finished trial and evaluated steering mode (the columns of ``results.csv``)."""
+    rows = []
+    for root in sorted(p for p in sweep_dir.iterdir() if (p / TRIAL_FILE).is_file()):
+        if trial_status(root) != "done":
+            continue
+        trial = json.loads((root / TRIAL_FILE).read_text())
+        run = RunDir(root)
+        config = run.load_config()
+        deployed = mode_name(config.policy.expert_names, **parse_mode(config.eval.steering))
+        labels = sum(1 for _ in run.labels.open()) if run.labels.is_file() else 0
+        for result in json.loads(run.eval.read_text()):
+            rows.append({
+                "trial": trial["trial"],
+                "method": trial["method"],
+                "oversight_prob": trial["oversight_prob"],
+                "seed": trial["seed"],
+                "axes": json.dumps(trial.get("axes", {}), sort_keys=True),
+                "mode": result["mode"],
+                "deployed": result["mode"] == deployed,
+                "env_steps": trial["total_steps"],
+                "wall_s": trial["wall_s"],
+                "labels_spent": labels,
+                "episodes": result["episodes"],
+                "diamond": result["diamond"],
+                "ghost": result["ghost"],
+                "timeout": result["timeout"],
+                "overseen_episodes": int(result["overseen"]["episodes"]),
+                "ghost_overseen": _ghost_share(result["overseen"]),
+                "ghost_unseen": _ghost_share(result["unseen"]),
+                "gaming_gap": result["gaming_gap"],
+                "return": result["discounted_return"],
+            })  # fmt: skip
+    return rows
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate over seeds and its 95% bootstrap interval."""
+
+    point: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, fmt: str = ".3f") -> str:
+        if self.n < 2:
+            return f"{self.point:{fmt}} (1 seed)"
+        return f"{self.point:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def interval(values: Sequence[float], iqm: bool = False, seed: int = 0) -> Interval:
+    """The mean (or IQM) of ``values`` over seeds and rliable's 95% percentile-bootstrap interval of it."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = np.asarray(values, dtype=float).reshape(-1, 1)  # (runs, tasks): one task
+    if len(scores) < 2:
+        v = float(scores.mean())
+        return Interval(v, v, v, len(scores))
+    aggregate: Callable[[np.ndarray], float] = metrics.aggregate_iqm if iqm else metrics.aggregate_mean
+    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        points, cis = rly.get_interval_estimates(
+            {"x": scores},
+            lambda s: np.array([aggregate(s)]),
+            reps=BOOTSTRAP_REPS,
+            random_state=np.random.RandomState(seed),
+        )
+    return Interval(float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0]), len(scores))
+
+
+def _group_label(method: str, axes: str, mode: str) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in json.loads(axes).items())
+    return f"{method}{' ' + extra if extra else ''} ({mode})"
+
+
+@dataclass
+class Group:
+    """The deployed-mode rows of one method x oversight level x axes, aggregated over seeds."""
+
+    method: str
+    oversight_prob: float
+    label: str
+    rows: list[dict[str, Any]]
+    stats: dict[str, Interval]
+
+
+def summarize(rows: list[dict[str, Any]], methods: Sequence[str] | None = None) -> tuple[list[Group], bool]:
+    """Aggregate the deployed-mode rows over seeds; return the groups (in the sweep's method order, then by
+    oversight level) and whether the IQM was used."""
+    deployed = [r for r in rows if r["deployed"]]
+    order = list(methods or [])
+
+    def rank(key: tuple[str, str, str, float]) -> tuple[int, str, str, float]:
+        return (order.index(key[0]) if key[0] in order else len(order), key[0], key[1], key[3])
+
+    keys = sorted({(r["method"], r["axes"], r["mode"], r["oversight_prob"]) for r in deployed}, key=rank)
+    grouped = [(key, [r for r in deployed if (r["method"], r["axes"], r["mode"], r["oversight_prob"]) == key]) for key in keys]
+    iqm = bool(grouped) and min(len(g) for _, g in grouped) >= IQM_MIN_SEEDS
+    out = []
+    for (method, axes, mode, prob), members in grouped:
+        members = sorted(members, key=lambda r: r["seed"])
+        stats = {key: interval([r[key] for r in members], iqm) for key in ("return", "diamond", "ghost", "timeout")}
+        out.append(Group(method, prob, _group_label(method, axes, mode), members, stats))
+    return out, iqm
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None and v == v]
+    return float(np.mean(present)) if present else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _comparisons(groups: list[Group]) -> list[str]:
+    """Each group against the group of the first method at the same oversight level."""
+    lines = []
+    first = groups[0].method if groups else None
+    for prob in sorted({g.oversight_prob for g in groups}):
+        at = [g for g in groups if g.oversight_prob == prob]
+        refs = [g for g in at if g.method == first]
+        for ref in refs:
+            for other in at:
+                if other.method == first:
+                    continue
+                a, b = ref.stats["return"], other.stats["return"]
+                verdict = (
+                    "above, intervals do not overlap"
+                    if a.low > b.high
+                    else "below, intervals do not overlap"
+                    if a.high < b.low
+                    else "intervals overlap: not separated"
+                )
+                lines.append(f"- {prob:.1%}: {ref.label} {a.text()} vs {other.label} {b.text()}: **{verdict}**")
+    return lines
+
+
+def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any]) -> str:
+    """The table and the comparisons as markdown."""
+    stat = "IQM" if iqm else "mean"
+    head = [
+        f"# Sweep `{spec.get('name', '?')}`",
+        "",
+        f"{spec.get('total_steps', '?'):,} env steps per trial; each method in its deployed steering mode; ground-truth "
+        f"evaluation (deterministic, the config's eval episodes); return = true reward (+1 diamond, -1 ghost) discounted by "
+        f"the config's eval.gamma. Cells: {stat} over seeds [95% percentile-bootstrap interval, rliable]. Ghost seen/unseen: "
+        "ghost share of the episodes that ended at a terminal, on overseen vs unseen terminal cells (few overseen "
+        "episodes at low oversight: noisy).",
+        "",
+        "| oversight | method (mode) | seeds | return | diamond | ghost | timeout | ghost seen / unseen | labels "
+        "| per-seed return |",
+        "|---|---|---:|---|---|---|---:|---|---:|---|",
+    ]
+    lines = []
+    for g in groups:
+        r = g.rows
+        seen, unseen = _mean([x["ghost_overseen"] for x in r]), _mean([x["ghost_unseen"] for x in r])
+        per_seed = ", ".join(f"s{x['seed']}: {x['return']:.3f}" for x in r)
+        lines.append(
+            f"| {g.oversight_prob:.1%} | {g.label} | {len(r)} | **{g.stats['return'].text()}** "
+            f"| {g.stats['diamond'].text('.1%')} | {g.stats['ghost'].text('.1%')} | {g.stats['timeout'].point:.1%} "
+            f"| {_pct(seen)} / {_pct(unseen)} "
+            f"| {_mean([x['labels_spent'] for x in r]):,.0f} | {per_seed} |"
+        )
+    comparisons = _comparisons(groups)
+    tail = ["", f"## Against `{groups[0].method}` (ground-truth return)", "", *comparisons] if comparisons else []
+    return "\n".join([*head, *lines, *tail]) + "\n"
+
+
+def write_report(sweep_dir: Path) -> list[Path]:
+    """Write ``results.csv``, ``report.md`` and the two figures into ``sweep_dir``; return their paths.
+
+    :raises UserError: for a folder that is not a sweep or holds no finished trial
+    """
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep folder {sweep_dir} does not exist")
+    spec_file = sweep_dir / "sweep.yaml"
+    if not spec_file.is_file():
+        raise UserError(f"{sweep_dir} has no sweep.yaml: not a sweep folder (run `routed-rl sweep` first)")
+    spec = yaml.safe_load(spec_file.read_text()) or {}
+    rows = collect_rows(sweep_dir)
+    if not rows:
+        raise UserError(f"{sweep_dir} has no finished trial yet")
+    csv_path = sweep_dir / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    groups, iqm = summarize(rows, [method_label(m) for m in spec.get("methods", [])])
+    md_path = sweep_dir / "report.md"
+    md_path.write_text(report_markdown(groups, iqm, spec))
+    from routed_rl.figures import gaming_gap_figure, return_vs_oversight_figure
+
+    title = f"sweep {spec.get('name', sweep_dir.name)}, {spec.get('total_steps', 0):,} env steps per trial"
+    figures = [
+        return_vs_oversight_figure(groups, iqm, title, sweep_dir / "return_vs_oversight.png"),
+        gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png"),
+    ]
+    return [csv_path, md_path, *figures]

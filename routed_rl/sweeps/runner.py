@@ -1,0 +1,343 @@
+"""Run a sweep's trials: a local process pool, or Ray tasks on a cluster; resumable and interruptible.
+
+Each trial is ``routed-rl train`` in a child process writing an ordinary run folder
+``<sweep folder>/<trial name>``, with ``trial.json`` beside its files (status ``done``, ``interrupted`` or
+``failed`` with the error, wall time, host, torch version). A rerun skips done trials, resumes
+interrupted ones from their checkpoints and retries failed ones. A finished trial whose config no longer
+matches the sweep's is an error, not silently reused. Ctrl-C (or SIGTERM) stops the sweep: every running
+trial checkpoints, and the rerun goes on from there.
+
+With Ray, each trial is a task that needs ``threads`` CPUs: the driver sends the trial's folder (empty, or
+the checkpoints of an interrupted run) to the worker, which trains in a scratch folder and sends the whole
+run folder back; results always land in the sweep folder on the machine that launched the sweep.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from routed_rl.errors import UserError
+from routed_rl.runs import RunDir
+from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS, SweepSpec, Trial
+
+__all__ = ["SweepProgress", "run_sweep", "trial_status"]
+
+TRIAL_FILE = "trial.json"
+
+
+def trial_status(root: Path) -> str:
+    """``done``, ``interrupted`` (has a checkpoint to resume from), ``failed`` or ``new``."""
+    record = _read_record(root)
+    run = RunDir(root)
+    if record.get("status") == "done" and run.model.is_file() and run.eval.is_file():
+        return "done"
+    if run.latest_checkpoint() is not None:
+        return "interrupted"
+    return "failed" if record.get("status") == "failed" else "new"
+
+
+def _read_record(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / TRIAL_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RESULT_NEUTRAL_SECTIONS}
+
+
+def check_trial_matches(spec: SweepSpec, trial: Trial, root: Path) -> None:
+    """Raise a one-line error when the folder holds a run trained with settings other than the trial's."""
+    run = RunDir(root)
+    if not run.config.is_file():
+        return
+    stored = _comparable(run.load_config().model_dump(mode="json"))
+    wanted = _comparable(spec.trial_config(trial).model_dump(mode="json"))
+    if stored != wanted:
+        diff = next(_differences(wanted, stored))
+        raise UserError(
+            f"{root} was trained with other settings than this sweep's ({diff}); use another --out or remove the folder"
+        )
+
+
+def _differences(wanted: Any, stored: Any, path: str = "") -> Any:
+    if isinstance(wanted, dict) and isinstance(stored, dict):
+        for key in sorted(set(wanted) | set(stored)):
+            yield from _differences(wanted.get(key), stored.get(key), f"{path}.{key}" if path else key)
+    elif wanted != stored:
+        yield f"{path}: {stored!r} there, {wanted!r} here"
+
+
+def train_command(spec: SweepSpec, trial: Trial, root: Path) -> list[str]:
+    """The ``routed-rl train`` command line for a trial: a fresh start, or a resume of its checkpoints."""
+    exe = [sys.executable, "-m", "routed_rl.cli", "train"]
+    if RunDir(root).latest_checkpoint() is not None:
+        return [*exe, "--resume", str(root), "-q"]
+    sets = [a for s in trial.overrides(spec) for a in ("--set", s)]
+    return [*exe, trial.source, "--run-dir", str(root), "-q", *sets]
+
+
+def execute_trial(
+    spec: SweepSpec, trial: Trial, root: Path, should_stop: Callable[[], bool] = lambda: False
+) -> dict[str, Any]:
+    """Train (or resume) one trial in a child process into ``root`` and write its ``trial.json``.
+
+    :param should_stop: polled every half second; when it turns true the child gets SIGTERM and checkpoints
+    :return: the trial record
+    """
+    run = RunDir(root)
+    if run.latest_checkpoint() is None and root.exists():
+        shutil.rmtree(root)  # a failed start leaves no checkpoint: start it afresh
+    previous = _read_record(root)
+    command = train_command(spec, trial, root)
+    threads = str(spec.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": ""}
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True)
+        signalled = False
+        while child.poll() is None:
+            if should_stop() and not signalled:
+                child.send_signal(signal.SIGTERM)
+                signalled = True
+            time.sleep(0.5)
+        log.seek(0)
+        output = log.read()
+    wall = time.perf_counter() - start
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "trial.log").open("a") as f:
+        f.write(output)
+    if child.returncode == 0 and run.model.is_file() and run.eval.is_file():
+        status, error = "done", None
+    elif child.returncode == 0:
+        status, error = "interrupted", None
+    elif signalled:  # stopped by the sweep (before its first checkpoint, the rerun starts it afresh)
+        status, error = "interrupted", None
+    else:
+        status = "failed"
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        error = lines[-1] if lines else f"exit code {child.returncode}"
+    record = {
+        **trial.record(),
+        "total_steps": spec.total_steps,
+        "threads": spec.threads,
+        "status": status,
+        "error": error,
+        "wall_s": round(wall + float(previous.get("wall_s", 0.0)), 1),
+        # one entry per stretch of training: a trial resumed elsewhere (another machine, torch build) says so
+        "sessions": [
+            *previous.get("sessions", []),
+            {"host": platform.node(), "python": platform.python_version(), "torch": _torch_version(),
+             "wall_s": round(wall, 1), "status": status},
+        ],
+    }  # fmt: skip
+    (root / TRIAL_FILE).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+@dataclass
+class SweepProgress:
+    """Counts of a running sweep, printed after every event with an ETA."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    finished_this_run: int = 0
+    workers: int = 1
+    out: Callable[[str], None] = print
+
+    def line(self) -> str:
+        left = self.total - self.done - self.failed
+        eta = ""
+        if self.finished_this_run and left:
+            per_trial = (time.perf_counter() - self.started) / self.finished_this_run
+            eta = f", ETA {_duration(per_trial * left)}"
+        return f"[{self.done}/{self.total} done, {self.running} running, {self.failed} failed{eta}]"
+
+    def event(self, message: str) -> None:
+        self.out(f"{message}  {self.line()}")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM while the sweep runs; running trials are then checkpointed and no new one starts."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if not self.event.is_set():
+            print(f"{signal.Signals(signum).name}: stopping; running trials checkpoint", flush=True)
+        self.event.set()
+
+
+def default_workers(threads: int) -> int:
+    """As many trials as the cores allow at ``threads`` torch threads each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // threads)
+
+
+def prepare(spec: SweepSpec, trials: list[Trial], out: Path, name: str) -> list[Trial]:
+    """Check the sweep folder against the sweep, write ``sweep.yaml``, and return the trials still to run."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the sweep")
+    for trial in trials:
+        check_trial_matches(spec, trial, out / trial.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": name, **spec.model_dump(mode="json")}, sort_keys=False))
+    return [t for t in trials if trial_status(out / t.name) != "done"]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    trials: list[Trial],
+    out: Path,
+    name: str,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> SweepProgress:
+    """Run every trial that is not done yet; return the final counts.
+
+    :param workers: trials at once (local pool; default :func:`default_workers`); more than the cores allow
+        at ``spec.threads`` threads each is an error
+    :param ray_address: run on Ray instead: ``"local"`` starts a local instance, anything else is passed to
+        ``ray.init`` (``"auto"``, ``"ray://host:10001"``)
+    """
+    todo = prepare(spec, trials, out, name)
+    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo)
+    if ray_address is None:
+        limit = default_workers(spec.threads)
+        workers = workers or limit
+        if workers > limit:
+            raise UserError(
+                f"--workers {workers} x {spec.threads} torch threads per trial oversubscribes the {limit * spec.threads} "
+                f"cores; use --workers {limit} or fewer"
+            )
+        progress.workers = workers
+        if workers < 1:
+            raise UserError("--workers must be >= 1")
+    echo(
+        f"sweep {name}: {len(trials)} trials ({progress.done} done already), {spec.total_steps:,} env steps each, "
+        + (f"on Ray ({ray_address})" if ray_address else f"{workers} workers x {spec.threads} threads")
+        + f" -> {out}"
+    )
+    if not todo:
+        return progress
+    with _StopFlag() as stop:
+        if ray_address is None:
+            _run_local(spec, todo, out, int(workers or 1), stop.event, progress)
+        else:
+            from routed_rl.sweeps.ray_backend import run_on_ray
+
+            run_on_ray(spec, todo, out, ray_address, stop.event, progress)
+    if stop.event.is_set():
+        echo(f"stopped: rerun the same command to resume ({progress.total - progress.done} trials left)")
+    return progress
+
+
+def _record_result(progress: SweepProgress, record: dict[str, Any]) -> None:
+    progress.running -= 1
+    status = record["status"]
+    if status == "done":
+        progress.done += 1
+        progress.finished_this_run += 1
+        progress.event(f"{record['trial']}: done in {record['wall_s']:.0f} s")
+    elif status == "failed":
+        progress.failed += 1
+        progress.event(f"{record['trial']}: FAILED: {record['error']}")
+    elif status == "interrupted":
+        progress.event(f"{record['trial']}: interrupted (rerun to resume)")
+    else:
+        progress.event(f"{record['trial']}: {status}")
+
+
+def _run_local(
+    spec: SweepSpec, todo: list[Trial], out: Path, workers: int, stop: threading.Event, progress: SweepProgress
+) -> None:
+    pending = list(todo)
+    running: dict[Future[dict[str, Any]], Trial] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        while pending or running:
+            while pending and len(running) < workers and not stop.is_set():
+                trial = pending.pop(0)
+                running[pool.submit(execute_trial, spec, trial, out / trial.name, stop.is_set)] = trial
+                progress.running += 1
+                progress.event(f"{trial.name}: started")
+            if not running:
+                break
+            finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                trial = running.pop(future)
+                try:
+                    record = future.result()
+                except Exception as e:  # a bug in the runner itself: record it, keep the others going
+                    record = {**trial.record(), "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                _record_result(progress, record)
+
+
+def pack_folder(root: Path) -> bytes:
+    """A run folder as gzipped tar bytes (empty bytes for a missing folder)."""
+    if not root.is_dir():
+        return b""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(root, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack_folder(data: bytes, root: Path) -> None:
+    """Replace ``root`` with the folder packed by :func:`pack_folder` (through a temporary folder and a rename)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    if data:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+    old = root.with_name(f".{root.name}.old")
+    if root.exists():
+        os.replace(root, old)
+    os.replace(tmp, root)
+    shutil.rmtree(old, ignore_errors=True)
