@@ -29,7 +29,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) -m pytest -q -m expensive
 	$(PY) benchmarks/oversight_quality.py
-	$(PY) benchmarks/baselines.py
+	$(VENV)/bin/routed-rl sweep standard --out benchmarks/runs/standard
+	$(VENV)/bin/routed-rl report benchmarks/runs/standard
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from routed_rl.type_aliases import UNLABELED
 
-__all__ = ["LabeledRolloutBuffer", "LabeledRolloutBufferSamples"]
+__all__ = ["LabelReplay", "LabeledRolloutBuffer", "LabeledRolloutBufferSamples", "ReplaySamples"]
 
 
 class LabeledRolloutBufferSamples(NamedTuple):
@@ -67,3 +67,57 @@ class LabeledRolloutBuffer(RolloutBuffer):
             label_mask=self.to_torch(labels >= 0).bool(),
             owner_log_prob=self.to_torch(self.owner_log_probs[batch_inds].flatten()),
         )
+
+
+class ReplaySamples(NamedTuple):
+    """Labeled steps of past rollouts: what their behaviour policy did and how it fared."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_log_prob: th.Tensor
+    """Log-probability of the action under the policy that collected it (the behaviour policy)."""
+    advantages: th.Tensor
+    labels: th.Tensor
+
+
+class LabelReplay:
+    """The labeled steps of the last ``rollouts`` rollouts, kept for reuse in later updates.
+
+    Labeled episodes are a small share of the data but all of the overseer's signal; keeping them lets each
+    label train the policy in several updates (with a clipped surrogate against the behaviour policy, so a
+    stale step stops pulling once the policy has moved past the clip range).
+
+    :param rollouts: how many past rollouts to keep (the oldest is dropped first)
+    """
+
+    def __init__(self, rollouts: int) -> None:
+        self.rollouts = rollouts
+        self._store: list[ReplaySamples] = []
+
+    def __len__(self) -> int:
+        return sum(len(s.labels) for s in self._store)
+
+    def add(self, buffer: LabeledRolloutBuffer) -> None:
+        """Keep the labeled steps of a filled buffer (call after GAE, before the buffer is flattened)."""
+        rows, envs = np.nonzero(buffer.labels >= 0)
+        if self.rollouts <= 0:
+            return
+        pick = (rows, envs)
+        self._store.append(
+            ReplaySamples(
+                observations=th.as_tensor(buffer.observations[pick]),
+                actions=th.as_tensor(buffer.actions[pick]),
+                old_log_prob=th.as_tensor(buffer.log_probs[pick]),
+                advantages=th.as_tensor(buffer.advantages[pick]),
+                labels=th.as_tensor(buffer.labels[pick]).long(),
+            )
+        )
+        del self._store[: -self.rollouts]
+
+    def sample(self, n_batches: int, generator: th.Generator | None = None) -> list[ReplaySamples]:
+        """All kept steps, shuffled and split into ``n_batches`` parts (empty list when nothing is kept)."""
+        if not self._store:
+            return []
+        joined = ReplaySamples(*(th.cat(parts) for parts in zip(*self._store, strict=True)))
+        order = th.randperm(len(joined.labels), generator=generator)
+        return [ReplaySamples(*(field[idx] for field in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)]

@@ -30,7 +30,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from routed_rl.agents.buffers import LabeledRolloutBuffer, LabeledRolloutBufferSamples
+from routed_rl.agents.buffers import LabeledRolloutBuffer, LabeledRolloutBufferSamples, LabelReplay, ReplaySamples
 from routed_rl.agents.policies import RoutedActorCriticPolicy
 from routed_rl.errors import UserError
 from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
@@ -116,6 +116,10 @@ class RoutedPPO(PPO):
     :param labeled_only: train on labeled steps only (the filtering baseline): the surrogate, entropy,
         value and gate losses are averaged over each minibatch's labeled steps; a minibatch without any
         is skipped
+    :param label_replay: reuse the labeled steps of this many past rollouts in every update (0: off): each
+        minibatch adds a clipped surrogate, routed by label, over a share of the kept steps, with the ratio
+        taken against the policy that collected them; each kept step weighs as much as a fresh step
+    :param label_replay_coef: weight of that replay surrogate
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
     """
 
@@ -137,6 +141,8 @@ class RoutedPPO(PPO):
         expert_loss_coef: float = 0.0,
         label_rewards: Mapping[str, float] | None = None,
         labeled_only: bool = False,
+        label_replay: int = 0,
+        label_replay_coef: float = 1.0,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -159,6 +165,10 @@ class RoutedPPO(PPO):
         self.expert_loss_coef = float(expert_loss_coef)
         self.label_rewards = dict(label_rewards or {})
         self.labeled_only = bool(labeled_only)
+        if label_replay < 0 or label_replay_coef < 0:
+            raise UserError(f"label_replay and label_replay_coef must be >= 0, got {label_replay}, {label_replay_coef}")
+        self.label_replay = LabelReplay(int(label_replay))
+        self.label_replay_coef = float(label_replay_coef)
         self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
         self.step_labels: list[tuple[int, str]] = []  # (env index, label) of the labels given at the current step
         if _init_setup_model:
@@ -194,7 +204,7 @@ class RoutedPPO(PPO):
         full.init_callback(self)
         return full
 
-    def _excluded_save_params(self) -> list[str]:
+    def _excluded_save_params(self) -> list[str]:  # the label replay store is saved: a resumed run replays it too
         # the tracker holds bound methods of the buffer; it is rebuilt by _setup_model on load
         return [*super()._excluded_save_params(), "label_tracker", "label_log", "step_labels"]
 
@@ -213,8 +223,12 @@ class RoutedPPO(PPO):
         gated = self.gate_coef > 0 and self.routing_table.n_experts > 1 and isinstance(self.policy, RoutedActorCriticPolicy)
         continue_training = True
         loss = th.zeros(())
+        n_minibatches = -(-self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs // self.batch_size)
+        replay_epochs = [self.label_replay.sample(n_minibatches) for _ in range(self.n_epochs)]  # past rollouts only
+        self.label_replay.add(self.rollout_buffer)  # this rollout's labeled steps, for the next updates
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
+            replay = iter(replay_epochs[epoch])
             for rollout_data in self.rollout_buffer.get(self.batch_size):
                 data: LabeledRolloutBufferSamples = rollout_data  # type: ignore[assignment]
                 # per-step weights of every loss term: None = a plain mean (SB3's), else the labeled steps alone
@@ -248,6 +262,11 @@ class RoutedPPO(PPO):
                     for name, value in extra.items():
                         routing_losses.setdefault(name, []).append(value.item())
                         loss = loss + value
+                replayed = next(replay, None)
+                if replayed is not None and self.label_replay_coef > 0:
+                    replay_loss = self.label_replay_coef * self._replay_loss(replayed, clip_range, routed)
+                    routing_losses.setdefault("replay_loss", []).append(replay_loss.item())
+                    loss = loss + replay_loss
 
                 with th.no_grad():
                     log_ratio = log_prob - data.old_log_prob
@@ -317,6 +336,26 @@ class RoutedPPO(PPO):
         labeled = advantages[data.label_mask]
         spread = labeled.std() if len(labeled) > 1 else th.ones((), device=advantages.device)
         return (advantages - labeled.mean()) / (spread + 1e-8)
+
+    def _replay_loss(self, replayed: ReplaySamples, clip_range: float, routed: bool) -> th.Tensor:
+        """Clipped surrogate of kept labeled steps against their behaviour policy, routed by label; summed and
+        divided by the batch size, so each kept step weighs as much as a fresh one."""
+        obs = replayed.observations.to(self.device)
+        actions = replayed.actions.to(self.device)
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        if routed:
+            route_weight = self.routing_table.weights(replayed.labels).to(self.device)
+            gate_weight = th.zeros(len(obs), device=self.device)  # labeled steps: the gate is not trained by them
+            _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight)
+        else:
+            _, log_prob, _ = self.policy.evaluate_actions(obs, actions)
+        advantages = replayed.advantages.to(self.device)
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        ratio = th.exp(log_prob - replayed.old_log_prob.to(self.device))
+        surrogate = th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range))
+        return -surrogate.sum() / self.batch_size
 
     def _routing_losses(
         self,

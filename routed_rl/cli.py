@@ -192,7 +192,8 @@ def sweep(
         raise UserError("--workers is for the local pool; with --ray the cluster's CPUs decide")
     progress = run_sweep(spec, trials, out or Path("sweeps") / name, name, workers=workers, ray_address=ray)
     if progress.failed:
-        typer.echo(f"{progress.failed} trials failed: their errors are in their trial.json and trial.log", err=True)
+        failed = f"{progress.failed} trial{'s' if progress.failed != 1 else ''} failed"
+        typer.echo(f"{failed}: the errors are in each trial's trial.json and trial.log; a rerun retries them", err=True)
         raise typer.Exit(1)
 
 

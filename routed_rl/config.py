@@ -156,6 +156,11 @@ class RoutingConfig(_Section):
     """Train on labeled steps only (the filtering baseline): the policy surrogate, entropy bonus, value loss
     and gate loss are averaged over the labeled steps of each minibatch; unlabeled steps are collected (their
     returns still enter GAE through the value function) but give no gradient."""
+    label_replay: int = Field(0, ge=0)
+    """Reuse the labeled steps of this many past rollouts in every update (0: off), with a clipped surrogate
+    against the policy that collected them, routed by their label; each kept step weighs as a fresh one."""
+    label_replay_coef: float = Field(1.0, ge=0.0)
+    """Weight of the label-replay surrogate."""
     expert_loss_coef: float = Field(0.0, ge=0.0)
     """Weight of the extra surrogate that trains each labeled step's owner expert acting alone (0: off)."""
     label_rewards: dict[str, float] | None = None

@@ -240,3 +240,54 @@ def test_routing_scalars_are_logged() -> None:
         total = sum(float(logged[f"routing/gate_weight/{label}/{e}"]) for e in ("diamond", "ghost"))  # type: ignore[arg-type]
         assert abs(total - 1) < 1e-5
     assert "train/gate_loss" in logged and "train/policy_gradient_loss" in logged
+
+
+def test_label_replay_keeps_the_labeled_steps_of_the_last_rollouts() -> None:
+    from routed_rl.agents.buffers import LabelReplay
+
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=1.0, seed=1), seed=1, label_replay=2,
+                      policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    counts = []
+    for _ in range(3):
+        model.learn(8 * 16, reset_num_timesteps=False)
+        counts.append(int((model.rollout_buffer.labels >= 0).sum()))
+    # after the third update the store holds the second and third rollouts' labeled steps, nothing else
+    assert len(model.label_replay) == counts[1] + counts[2] > 0
+    kept = model.label_replay._store[-1]
+    assert (kept.labels >= 0).all() and len(kept.labels) == counts[2]
+    parts = model.label_replay.sample(3)
+    assert len(parts) == 3 and sum(len(p.labels) for p in parts) == len(model.label_replay)
+    assert len(LabelReplay(0)) == 0 and LabelReplay(0).sample(4) == []
+
+
+def test_replayed_steps_train_only_the_experts_their_label_routes_into() -> None:
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=1.0, seed=2), seed=2, label_replay=4,
+                      policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    model.learn(8 * 16)
+    (replayed,) = model.label_replay.sample(1)
+    ghost = replayed.labels == model.routing_table.label_id("ghost")
+    assert ghost.any()
+    only_ghost = type(replayed)(*(field[ghost] for field in replayed))
+    model.policy.zero_grad()
+    model._replay_loss(only_ghost, clip_range=0.2, routed=True).backward()
+    grads = {name: p.grad for name, p in model.policy.named_parameters()}
+    diamond = [g for n, g in grads.items() if ".experts.0." in n]
+    ghost_expert = [g for n, g in grads.items() if ".experts.1." in n]
+    gate = [g for n, g in grads.items() if ".gate." in n]
+    assert all(g is None or th.count_nonzero(g) == 0 for g in diamond + gate)  # exactly zero
+    assert any(g is not None and th.count_nonzero(g) > 0 for g in ghost_expert)
+
+
+def test_label_replay_off_is_the_plain_update() -> None:
+    """label_replay=0 draws nothing from the RNG and adds no loss: the same weights as without the option."""
+
+    def train(**kwargs: int) -> dict[str, th.Tensor]:
+        model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=3), seed=3,
+                          policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS, **kwargs)  # fmt: skip
+        model.learn(8 * 16 * 2)
+        return _params(model)
+
+    plain, off = train(), train(label_replay=0)
+    assert all(th.equal(plain[k], off[k]) for k in plain)
+    replayed = train(label_replay=4)
+    assert any(not th.equal(plain[k], replayed[k]) for k in plain)

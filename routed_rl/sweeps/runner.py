@@ -247,19 +247,18 @@ def run_sweep(
     :param ray_address: run on Ray instead: ``"local"`` starts a local instance, anything else is passed to
         ``ray.init`` (``"auto"``, ``"ray://host:10001"``)
     """
-    todo = prepare(spec, trials, out, name)
-    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo)
     if ray_address is None:
         limit = default_workers(spec.threads)
         workers = workers or limit
+        if workers < 1:
+            raise UserError("--workers must be >= 1")
         if workers > limit:
             raise UserError(
                 f"--workers {workers} x {spec.threads} torch threads per trial oversubscribes the {limit * spec.threads} "
                 f"cores; use --workers {limit} or fewer"
             )
-        progress.workers = workers
-        if workers < 1:
-            raise UserError("--workers must be >= 1")
+    todo = prepare(spec, trials, out, name)
+    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo, workers=workers or 1)
     echo(
         f"sweep {name}: {len(trials)} trials ({progress.done} done already), {spec.total_steps:,} env steps each, "
         + (f"on Ray ({ray_address})" if ray_address else f"{workers} workers x {spec.threads} threads")

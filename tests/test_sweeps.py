@@ -1,0 +1,292 @@
+"""Sweeps: the sweep file's checks, tiny trials through the local pool and a local Ray instance, skip / resume /
+failure handling, and the report's statistics on a synthetic sweep folder with known answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+import yaml
+
+from routed_rl.cli import _optional_ray_address
+from routed_rl.config import load_config
+from routed_rl.errors import UserError
+from routed_rl.runs import RunDir
+from routed_rl.sweeps import load_sweep
+from routed_rl.sweeps.report import interval, write_report
+from routed_rl.sweeps.runner import trial_status
+from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
+
+TINY = {
+    "env.n_envs": 16,
+    "ppo.batch_size": 128,
+    "policy.expert_arch": [32, 32],
+    "policy.value_arch": [32],
+    "logging.checkpoint_every": 512,
+    "logging.eval_every": 100000,
+    "eval.episodes": 50,
+    "logging.tensorboard": False,
+}
+
+
+def write_sweep(folder: Path, **changes: Any) -> Path:
+    data = {"methods": ["default", "naive"], "oversight_probs": [0.5], "seeds": [0], "total_steps": 1024, "overrides": TINY}
+    data.update(changes)
+    path = folder / "sweep.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("routed-rl")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# -- the sweep file ----------------------------------------------------------------------------------------
+
+
+def test_builtin_sweeps_load_and_have_the_documented_grids() -> None:
+    sizes = {}
+    for name in ("quick", "standard", "paper"):
+        spec, trials, loaded = load_sweep(name)
+        assert loaded == name
+        sizes[name] = len(trials)
+    assert sizes == {"quick": 12, "standard": 45, "paper": 150}
+    spec, trials, _ = load_sweep("standard")
+    assert spec.oversight_probs == [0.01, 0.03, 0.1] and spec.total_steps == 3_000_000
+    assert trials[0].name == "default__p0.01__s0"
+
+
+def test_trial_config_is_the_method_with_the_grid_point_applied(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, axes={"ppo.learning_rate": [1e-4, 3e-4]}, seeds=[3])
+    spec, trials, _ = load_sweep(path, ["threads=2", "ppo.n_epochs=7"])
+    assert len(trials) == 4
+    trial = next(t for t in trials if t.method == "naive" and dict(t.axes)["ppo.learning_rate"] == 1e-4)
+    assert trial.name == "naive__p0.5__ppo.learning_rate=0.0001__s3"
+    config = spec.trial_config(trial)
+    expected = load_config("naive", ["env.oversight_prob=0.5", "seed=3", "total_steps=1024", "threads=2"])
+    assert config.env.oversight_prob == 0.5 and config.seed == 3 and config.threads == 2
+    assert config.ppo.learning_rate == 1e-4 and config.ppo.n_epochs == 7  # an axis and a --set config key
+    assert config.routing == expected.routing and config.eval.steering == expected.eval.steering  # the method's own
+
+
+def test_a_method_given_as_a_yaml_file_is_found_next_to_the_sweep(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("base: default\nppo:\n  n_epochs: 2\n")
+    spec, trials, _ = load_sweep(write_sweep(tmp_path, methods=["mine.yaml", "naive"]))
+    assert trials[0].method == "mine" and trials[0].name == "mine__p0.5__s0"
+    assert spec.trial_config(trials[0]).ppo.n_epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "sets", "message"),
+    [
+        ({"methods": ["defualt"]}, [], "unknown method 'defualt' (did you mean 'default'?)"),
+        ({"methods": []}, [], "sweep key 'methods'"),
+        ({"seeds": []}, [], "sweep key 'seeds'"),
+        ({"oversight_probs": [0.01, 1.5]}, [], "oversight levels must be probabilities in [0, 1], got 1.5"),
+        ({"seeds": [0, 0]}, [], "seeds lists 0 twice"),
+        ({"sedes": [0]}, [], "unknown sweep key 'sedes' (did you mean 'seeds'?)"),
+        ({"axes": {"ppo.learning_rate": []}}, [], "axis 'ppo.learning_rate' has no values"),
+        ({}, ["ppo.learning_rat=0.1"], "unknown config key 'ppo.learning_rat'"),
+        ({}, ["total_steps=0"], "sweep key 'total_steps'"),
+        ({"overrides": {"ppo.gamma": 2}}, [], "trial default__p0.5__s0: config key 'ppo.gamma'"),
+    ],
+)
+def test_bad_sweeps_are_one_line_errors(tmp_path: Path, changes: dict, sets: list[str], message: str) -> None:
+    with pytest.raises(UserError) as err:
+        load_sweep(write_sweep(tmp_path, **changes), sets)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sweep_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    for args, message in (
+        (["sweep", "stanard"], "error: sweep 'stanard' is neither a file nor a built-in sweep (did you mean 'standard'?)"),
+        (["sweep", "quick", "--set", "oversight_probs=[-0.1]"], "error: sweep key 'oversight_probs'"),
+        (["sweep", "quick", "--workers", "999"], "oversubscribes"),
+        (["report", str(tmp_path)], "error: "),
+    ):
+        result = cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path) if args[0] == "sweep" else cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_ray_flag_takes_an_optional_address() -> None:
+    assert _optional_ray_address(["sweep", "quick", "--ray"]) == ["sweep", "quick", "--ray", "local"]
+    assert _optional_ray_address(["sweep", "--ray", "quick"]) == ["sweep", "--ray", "local", "quick"]
+    assert _optional_ray_address(["sweep", "quick", "--ray", "--workers", "2"])[3] == "local"
+    assert _optional_ray_address(["sweep", "quick", "--ray", "auto"]) == ["sweep", "quick", "--ray", "auto"]
+    assert _optional_ray_address(["sweep", "quick", "--ray", "ray://h:10001"])[3] == "ray://h:10001"
+
+
+def test_ray_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routed_rl.sweeps import ray_backend
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UserError, match=r"pip install 'routed-rl\[ray\]'"):
+        ray_backend._import_ray()
+
+
+def test_logging_never_changes_what_a_run_learns(tmp_path: Path) -> None:
+    """Why a finished trial may differ from the sweep in the `logging` section and still count as the same."""
+    assert RESULT_NEUTRAL_SECTIONS == ("logging",)
+    fast = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if not k.startswith("logging.")]
+    for name, logging in (("a", ["logging.tensorboard=true", "logging.eval_every=512", "logging.eval_episodes=10"]),
+                          ("b", ["logging.tensorboard=false", "logging.checkpoint_every=100000"])):  # fmt: skip
+        sets = [a for s in [*fast, *logging, "threads=1"] for a in ("--set", s)]
+        assert cli("train", "default", *sets, "--total-steps", "2048", "--run-dir", name, "-q", cwd=tmp_path).returncode == 0
+    a, b = (RunDir(tmp_path / n).load_model().policy.state_dict() for n in "ab")
+    assert all(th.equal(a[k], b[k]) for k in a)
+
+
+# -- running trials ----------------------------------------------------------------------------------------
+
+
+def test_local_pool_runs_trials_as_run_folders_and_a_rerun_skips_them(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path)
+    result = cli("sweep", str(path), "--out", "sw", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 trials (0 done already)" in result.stdout and "[2/2 done, 0 running, 0 failed]" in result.stdout
+    out = tmp_path / "sw"
+    for name in ("default__p0.5__s0", "naive__p0.5__s0"):
+        run = RunDir(out / name)
+        assert trial_status(run.root) == "done" and run.model.is_file() and run.eval.is_file()
+        record = json.loads((run.root / "trial.json").read_text())
+        assert record["status"] == "done" and record["sessions"][0]["torch"] == th.__version__
+        assert run.load_model().num_timesteps == 1024
+    assert cli("eval", "sw/naive__p0.5__s0", "--select", "diamond", "--episodes", "20", cwd=tmp_path).returncode == 0
+    stamp = (out / "default__p0.5__s0" / "model.zip").stat().st_mtime_ns
+    again = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)
+    assert again.returncode == 0 and "2 trials (2 done already)" in again.stdout
+    assert (out / "default__p0.5__s0" / "model.zip").stat().st_mtime_ns == stamp
+    # more seeds: only the new trials run; other settings in the same folder: refused, nothing touched
+    more = cli("sweep", str(path), "--out", "sw", "--set", "seeds=[0, 1]", cwd=tmp_path)
+    assert more.returncode == 0 and "4 trials (2 done already)" in more.stdout
+    changed = cli("sweep", str(path), "--out", "sw", "--set", "ppo.n_epochs=1", cwd=tmp_path)
+    assert changed.returncode == 2 and "was trained with other settings" in changed.stderr
+    assert "ppo.n_epochs: 4 there, 1 here" in changed.stderr
+    report = cli("report", "sw", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 * 5  # trials x evaluated steering modes
+
+
+def test_a_failing_trial_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("base: default\nlabeling:\n  kind: user_labelers:BrokenLabeler\n")
+    path = write_sweep(tmp_path, methods=["broken.yaml", "naive"])
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    exe = Path(sys.executable).with_name("routed-rl")
+    result = subprocess.run([str(exe), "sweep", str(path), "--out", "sw"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**__import__("os").environ, **env}, timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert "broken__p0.5__s0: FAILED: RuntimeError: a bug in the labeler" in result.stdout
+    assert "1 trial failed" in result.stderr
+    assert trial_status(tmp_path / "sw" / "naive__p0.5__s0") == "done"
+    record = json.loads((tmp_path / "sw" / "broken__p0.5__s0" / "trial.json").read_text())
+    assert record["status"] == "failed" and "a bug in the labeler" in record["error"]
+
+
+def test_an_interrupted_sweep_checkpoints_and_resumes(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, methods=["default"], total_steps=102_400)
+    exe = Path(sys.executable).with_name("routed-rl")
+    proc = subprocess.Popen([str(exe), "sweep", str(path), "--out", "sw"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = RunDir(tmp_path / "sw" / "default__p0.5__s0")
+    deadline = time.time() + 120
+    while run.latest_checkpoint() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupted (rerun to resume)" in out and "stopped: rerun the same command to resume" in out
+    assert trial_status(run.root) == "interrupted" and not run.model.exists()
+    stopped = int(run.latest_checkpoint().stem.split("_")[1])  # type: ignore[union-attr]
+    assert 0 < stopped < 102_400
+    result = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert trial_status(run.root) == "done" and run.load_model().num_timesteps == 102_400
+    sessions = json.loads((run.root / "trial.json").read_text())["sessions"]
+    assert [s["status"] for s in sessions] == ["interrupted", "done"]
+    assert "--resume" in run.command.read_text().splitlines()[-1]
+
+
+def test_ray_runs_trials_into_the_sweep_folder(tmp_path: Path) -> None:
+    """A local Ray instance (the dev extra installs Ray): about 40 s on 2 cores, so it stays in `make test`."""
+    path = write_sweep(tmp_path)
+    result = cli("sweep", str(path), "--out", "sw", "--ray", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "on Ray (local)" in result.stdout and "[2/2 done, 0 running, 0 failed]" in result.stdout
+    for name in ("default__p0.5__s0", "naive__p0.5__s0"):
+        run = RunDir(tmp_path / "sw" / name)
+        assert trial_status(run.root) == "done" and run.load_model().num_timesteps == 1024
+    again = cli("sweep", str(path), "--out", "sw", "--ray", cwd=tmp_path, timeout=600)
+    assert again.returncode == 0 and "2 trials (2 done already)" in again.stdout
+
+
+# -- the report --------------------------------------------------------------------------------------------
+
+
+def _fake_trial(out: Path, method: str, prob: float, seed: int, ret: float, ghost: float) -> None:
+    """A finished trial folder with a known evaluation (no training)."""
+    name = f"{method}__p{prob:g}__s{seed}"
+    run = RunDir(out / name)
+    config = load_config(method, [f"env.oversight_prob={prob}", f"seed={seed}", "total_steps=1000"])
+    run.write_config(config, "test")
+    run.model.write_bytes(b"")
+    run.labels.write_text('{"step": 1}\n' * (seed + 1))
+    deployed = config.eval.steering if config.eval.steering != "unsteered" else "unsteered"
+    result = {"mode": deployed, "episodes": 100, "diamond": 1 - ghost, "ghost": ghost, "timeout": 0.0,
+              "discounted_return": ret, "mean_length": 5.0, "gaming_gap": 0.1,
+              "overseen": {"episodes": 10.0, "diamond": 1.0, "ghost": 0.0, "timeout": 0.0},
+              "unseen": {"episodes": 90.0, "diamond": 1 - ghost, "ghost": ghost, "timeout": 0.0}}  # fmt: skip
+    other = {**result, "mode": "select=ghost", "discounted_return": -1.0}
+    run.eval.write_text(json.dumps([result, other]))
+    record = {"trial": name, "method": method, "oversight_prob": prob, "seed": seed, "axes": {}, "total_steps": 1000,
+              "status": "done", "wall_s": 10.0}  # fmt: skip
+    (run.root / "trial.json").write_text(json.dumps(record))
+
+
+def test_report_on_a_synthetic_sweep_gives_known_means_and_intervals(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    spec = {"name": "synthetic", "methods": ["default", "naive"], "total_steps": 1000}
+    (out / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    for seed, ret in enumerate([0.0, 0.0, 1.0]):  # default at 1%: mean 1/3
+        _fake_trial(out, "default", 0.01, seed, ret, ghost=0.1 * seed)
+    for seed in range(3):
+        _fake_trial(out, "naive", 0.01, seed, -0.5, ghost=0.5)
+        _fake_trial(out, "default", 0.1, seed, 0.9, ghost=0.0)
+        _fake_trial(out, "naive", 0.1, seed, 0.1, ghost=0.3)
+    paths = write_report(out)
+    assert [p.name for p in paths] == ["results.csv", "report.md", "return_vs_oversight.png", "gaming_gap.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 12 * 2
+    deployed = [r for r in rows if r["deployed"] == "True"]
+    assert {r["mode"] for r in deployed if r["method"] == "default"} == {"select=diamond"}
+    assert {r["labels_spent"] for r in deployed if r["seed"] == "2"} == {"3"}
+    # the bootstrap of the mean of {0, 0, 1}: it reaches 1 with probability 1/27 > 2.5%, never goes below 0
+    text = (out / "report.md").read_text()
+    assert "| 1.0% | default (select=diamond) | 3 | **0.333 [0.000, 1.000]** |" in text
+    assert "| 10.0% | default (select=diamond) | 3 | **0.900 [0.900, 0.900]** |" in text
+    assert "ghost seen / unseen" in text and "| 0.0% / 10.0% |" in text  # seed mean of 0, 0.1, 0.2 unseen
+    assert "10.0%: default (select=diamond) 0.900 [0.900, 0.900] vs naive (unsteered) 0.100 [0.100, 0.100]: **above" in text
+    assert "1.0%: default (select=diamond) 0.333 [0.000, 1.000] vs naive (unsteered) -0.500 [-0.500, -0.500]: **above" in text
+
+
+def test_interval_uses_the_iqm_with_enough_seeds() -> None:
+    assert interval([0, 1, 2, 3, 100], iqm=True).point == pytest.approx(2.0)  # the middle half: 1, 2, 3
+    assert interval([0, 1, 2, 3, 100]).point == pytest.approx(21.2)
+    single = interval([0.5])
+    assert (single.point, single.low, single.high, single.text()) == (0.5, 0.5, 0.5, "0.500 (1 seed)")
+    spread = interval(list(np.linspace(0, 1, 20)))
+    assert spread.low < 0.5 < spread.high and spread.high - spread.low < 0.4
