@@ -16,7 +16,7 @@ from stable_baselines3 import PPO
 from torch import nn
 
 from routed_rl.config import load_config
-from routed_rl.training import build_model, make_env
+from routed_rl.training import build_model, make_env, training_device
 
 
 def _rate(model: PPO, steps: int) -> float:
@@ -33,10 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     widths = config.policy.expert_arch
-    shared = {k: v for k, v in config.ppo.model_dump().items()}
+    shared = config.ppo.model_dump(exclude={"device"})
+    device = training_device(config)
     print(
         f"config {args.config!r}: n_envs={config.env.n_envs} n_steps={config.ppo.n_steps} batch_size={config.ppo.batch_size} "
-        f"n_epochs={config.ppo.n_epochs}; experts {config.policy.expert_names} x {widths}, value {config.policy.value_arch}"
+        f"n_epochs={config.ppo.n_epochs}; device {device}; experts {config.policy.expert_names} x {widths}, value {config.policy.value_arch}"
     )
     routed, ref, peak_rss = [], [], 0.0
     for round_ in range(args.rounds):
@@ -48,7 +49,7 @@ def main() -> None:
             make_env(config),
             policy_kwargs={"net_arch": {"pi": widths, "vf": config.policy.value_arch}, "activation_fn": nn.ReLU},
             seed=config.seed,
-            device="cpu",
+            device=device,
             **shared,
         )
         ref.append(_rate(sb3, args.steps))

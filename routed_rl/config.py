@@ -12,6 +12,7 @@ Built-in configs live in ``routed_rl.configs``; ``routed-rl configs`` lists them
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +139,16 @@ class PPOConfig(_Section):
     max_grad_norm: float = Field(0.5, gt=0.0)
     normalize_advantage: bool = True
     target_kl: float | None = Field(None, gt=0.0)
+    device: str = "auto"
+    """Torch device for training: ``auto`` (SB3's choice: CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    Evaluation, export and the CLI load models onto the CPU whatever device trained them."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
 
 
 class RoutingConfig(_Section):

@@ -147,7 +147,8 @@ def gate_map(
     lay = _layout(layout)
     obs, cells = layout_observations(rows, cols, lay["ghost"], lay["diamond"], lay["overseen"])
     with model.policy.steer():
-        weights = model.policy.mixture_weights(th.as_tensor(obs))[:, model.policy.expert_names.index(expert)].numpy()
+        weights = model.policy.mixture_weights(th.as_tensor(obs, device=model.device))
+        weights = weights[:, model.policy.expert_names.index(expert)].cpu().numpy()
     grid = np.full((rows, cols), np.nan)
     for (r, c), w in zip(cells, weights.tolist(), strict=True):
         grid[r, c] = w

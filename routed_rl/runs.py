@@ -126,9 +126,9 @@ class RunDir:
             raise UserError(f"{self.root} has no model.zip and no checkpoint: train it first")
         return load_model_file(RoutedPPO, path, env)
 
-    def resumable_model(self, env: Any = None) -> tuple[Any, list[str]]:
+    def resumable_model(self, env: Any = None, device: str = "cpu") -> tuple[Any, list[str]]:
         """The model to resume from: the newest checkpoint that loads (else ``model.zip``), and one line per
-        newer checkpoint that could not be loaded and was passed over."""
+        newer checkpoint that could not be loaded and was passed over; loaded onto ``device``."""
         from routed_rl.agents import RoutedPPO
 
         if not self.root.is_dir():
@@ -139,7 +139,7 @@ class RunDir:
         skipped: list[str] = []
         for path in candidates:
             try:
-                return load_model_file(RoutedPPO, path, env), skipped
+                return load_model_file(RoutedPPO, path, env, device), skipped
             except ValueError as e:
                 skipped.append(str(e))
         if skipped:
@@ -166,21 +166,22 @@ class RunDir:
             os.replace(tmp, self.labels)
         return len(lines) - len(kept)
 
-    def load_best_model(self, env: Any = None) -> Any:
+    def load_best_model(self, env: Any = None, device: str = "cpu") -> Any:
         """The best-scoring model an early-stopped run kept (``best.zip``)."""
         from routed_rl.agents import RoutedPPO
 
-        return load_model_file(RoutedPPO, self.best_model, env)
+        return load_model_file(RoutedPPO, self.best_model, env, device)
 
 
-def load_model_file(cls: Any, path: Path, env: Any = None) -> Any:
-    """``cls.load(path)`` with a one-line ``ValueError`` for a missing, truncated or corrupt file."""
+def load_model_file(cls: Any, path: Path, env: Any = None, device: str = "cpu") -> Any:
+    """``cls.load(path)`` onto ``device`` (the CPU by default, whatever device trained the model), with a
+    one-line ``ValueError`` for a missing, truncated or corrupt file."""
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     if not zipfile.is_zipfile(path):
         raise UserError(f"model file {path} is corrupt (not a zip archive); retrain or resume from a checkpoint")
     try:
-        return cls.load(path, env=env, device="cpu")
+        return cls.load(path, env=env, device=device)
     except Exception as e:  # SB3 raises many types for damaged archives
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "routing needs a RoutedActorCriticPolicy" in reason:

@@ -18,7 +18,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_modes
 
-__all__ = ["build_model", "make_env", "policy_kwargs", "run_training"]
+__all__ = ["build_model", "make_env", "policy_kwargs", "run_training", "training_device"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -68,9 +68,23 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         seed=config.seed,
         tensorboard_log=tensorboard_log,
         verbose=config.logging.verbose,
-        device="cpu",
-        **config.ppo.model_dump(),
+        **config.ppo.model_dump(exclude={"device"}),
+        device=training_device(config),
     )
+
+
+def training_device(config: RunConfig) -> str:
+    """``ppo.device``, checked against this machine: a CUDA device that is not there is a one-line error."""
+    device = config.ppo.device
+    if device.startswith("cuda"):
+        count = th.cuda.device_count() if th.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            raise UserError(
+                f"ppo.device {device}: this machine has {count} CUDA device(s) visible to torch {th.__version__}; "
+                "use ppo.device=cpu or auto"
+            )
+    return device
 
 
 def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
@@ -150,7 +164,7 @@ def _reopen_run(run: RunDir, overrides: list[str], command: str) -> tuple[RunDir
     config = extended
     _set_threads(config)
     run.remove_stale_temporaries()
-    model, skipped = run.resumable_model()
+    model, skipped = run.resumable_model(device=training_device(config))
     for reason in skipped:
         print(f"warning: passed over a checkpoint: {reason}", file=sys.stderr)
     dropped = run.truncate_labels(model.num_timesteps)
@@ -223,7 +237,7 @@ def run_training(
         stopper.check()  # the last stretch of training is scored too
     trained = model
     if stopper is not None and stopper.best is not None:
-        model = run.load_best_model()
+        model = run.load_best_model(device=training_device(config))
         model.set_logger(trained.logger)
         best = stopper.best
         print(f"early stopping ({stopping.metric}): keeping the model of step {best['step']:,} (score {best['score']:.3f})")

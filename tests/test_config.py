@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from routed_rl.config import ConfigError, RunConfig, builtin_configs, load_config
+from routed_rl.errors import UserError
 from routed_rl.training import build_model
 
 
@@ -176,3 +177,29 @@ def test_reward_scheme_true_as_yaml_reads_it() -> None:
 def test_new_keys_are_checked(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("default", [override])
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_ppo_device_accepts_the_documented_names(device: str) -> None:
+    assert load_config("default", [f"ppo.device={device}"]).ppo.device == device
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", "cuda0"])
+def test_ppo_device_rejects_other_names(device: str) -> None:
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+        load_config("default", [f"ppo.device={device}"])
+
+
+def test_a_cuda_device_that_is_not_there_is_a_one_line_error() -> None:
+    import torch as th
+
+    from routed_rl.training import build_model, training_device
+
+    config = load_config("default", ["ppo.device=cuda:7", "env.n_envs=8", "ppo.batch_size=64"])
+    if th.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(UserError, match=r"ppo.device cuda:7: this machine has \d+ CUDA device"):
+        build_model(config)
+    assert training_device(load_config("default", ["ppo.device=cpu"])) == "cpu"
+    model = build_model(load_config("default", ["ppo.device=auto", "env.n_envs=8", "ppo.batch_size=64"]))
+    assert model.device.type == ("cuda" if th.cuda.is_available() else "cpu")
