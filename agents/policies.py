@@ -117,6 +117,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     :param expert_obs_channels: if set, the experts see only these observation channels (e.g. ``[0, 1, 2]``
         hides OversightGrid's oversight mask); needs the default ``FlattenExtractor``
     :param gate_obs_channels: likewise for the gate
+    :param expert_hidden_channels: ``{expert: channels}`` that one expert alone cannot see (e.g.
+        ``{"diamond": [3]}``: the diamond expert is blind to the oversight mask, the ghost expert and the gate
+        are not); not with ``expert_obs_channels``
     :param kwargs: passed to SB3's ``ActorCriticPolicy`` (``activation_fn``, ``ortho_init``, ``features_extractor_class``, ...)
     """
 
@@ -131,6 +134,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         value_arch: Sequence[int] = (256, 256),
         expert_obs_channels: Sequence[int] | None = None,
         gate_obs_channels: Sequence[int] | None = None,
+        expert_hidden_channels: Mapping[str, Sequence[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         **kwargs: Any,
     ) -> None:
@@ -141,9 +145,14 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         self.value_arch = list(value_arch)
         self.expert_obs_channels = None if expert_obs_channels is None else list(expert_obs_channels)
         self.gate_obs_channels = None if gate_obs_channels is None else list(gate_obs_channels)
-        selecting = self.expert_obs_channels is not None or self.gate_obs_channels is not None
+        self.expert_hidden_channels = (
+            None if expert_hidden_channels is None else {str(k): list(v) for k, v in expert_hidden_channels.items()}
+        )
+        if self.expert_hidden_channels and self.expert_obs_channels is not None:
+            raise UserError("expert_hidden_channels and expert_obs_channels cannot be combined; use one of them")
+        selecting = any(x is not None for x in (self.expert_obs_channels, self.gate_obs_channels, self.expert_hidden_channels))
         if selecting and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor:
-            raise UserError("expert_obs_channels and gate_obs_channels work with the default FlattenExtractor only")
+            raise UserError("expert/gate observation channels work with the default FlattenExtractor only")
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -159,7 +168,15 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             gate_arch=self.gate_arch,
             expert_input_index=index(self.expert_obs_channels, "expert_obs_channels"),
             gate_input_index=index(self.gate_obs_channels, "gate_obs_channels"),
+            expert_hidden_index={
+                name: channel_feature_index(self.observation_space, channels, f"expert_hidden_channels[{name!r}]")
+                for name, channels in (self.expert_hidden_channels or {}).items()
+            },
         )
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.moe.zero_hidden_weights()  # SB3's orthogonal initialisation has just overwritten them
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -170,6 +187,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             value_arch=self.value_arch,
             expert_obs_channels=self.expert_obs_channels,
             gate_obs_channels=self.gate_obs_channels,
+            expert_hidden_channels=self.expert_hidden_channels,
         )
         return data
 
@@ -226,7 +244,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         features = self.extract_features(obs)
         pi_features = features if self.share_features_extractor else features[0]
         moe = self.moe
-        latent = moe.experts[expert](moe._select(pi_features, "expert_input_index"))  # type: ignore[arg-type]
+        latent = moe.expert_forward(expert, moe._select(pi_features, "expert_input_index"))  # type: ignore[arg-type]
         return self._get_action_dist_from_latent(latent).log_prob(actions)
 
     def mixture_weights(self, obs: th.Tensor) -> th.Tensor:

@@ -37,7 +37,8 @@ def main() -> None:
     device = training_device(config)
     print(
         f"config {args.config!r}: n_envs={config.env.n_envs} n_steps={config.ppo.n_steps} batch_size={config.ppo.batch_size} "
-        f"n_epochs={config.ppo.n_epochs}; device {device}; experts {config.policy.expert_names} x {widths}, value {config.policy.value_arch}"
+        f"n_epochs={config.ppo.n_epochs}; device {device};\n"
+        f"  experts {config.policy.expert_names} x {widths}, value {config.policy.value_arch}"
     )
     routed, ref, peak_rss = [], [], 0.0
     for round_ in range(args.rounds):

@@ -105,6 +105,9 @@ class PolicyConfig(_Section):
     """Observation channels the experts see (None: all)."""
     gate_obs_channels: list[int] | None = None
     """Observation channels the gate sees (None: all)."""
+    expert_hidden_channels: dict[str, list[int]] | None = None
+    """Observation channels one expert alone cannot see, e.g. ``{diamond: [3]}`` (the deployed expert blind
+    to the oversight mask while the other expert and the gate see it); not with ``expert_obs_channels``."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
     """``flatten`` for grid observations, ``cnn`` (GridCNN) for images."""
     ortho_init: bool = True

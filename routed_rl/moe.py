@@ -8,7 +8,7 @@ gate's gradient on labeled samples, as the paper does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch as th
 from torch import nn
@@ -40,6 +40,10 @@ class MixtureOfExperts(nn.Module):
     :param expert_input_index: optional feature indices the experts see (default: all), e.g. to hide the
         oversight mask from the experts
     :param gate_input_index: optional feature indices the gate sees (default: all)
+    :param expert_hidden_index: optional ``{expert name: feature indices}`` (of the experts' input) that this
+        expert alone cannot see: they are zeroed on its input, and its first layer's weights on them start
+        at 0 and, their gradient being exactly 0, stay there, so the expert is blind to them in every path
+        (steered, exported) while the other experts and the gate still see them
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class MixtureOfExperts(nn.Module):
         activation_fn: type[nn.Module] = nn.ReLU,
         expert_input_index: Sequence[int] | None = None,
         gate_input_index: Sequence[int] | None = None,
+        expert_hidden_index: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if len(expert_arch) == 0:
@@ -70,6 +75,29 @@ class MixtureOfExperts(nn.Module):
         )
         self.latent_dim = int(expert_arch[-1])
         self.steering: Steering | None = None
+        self._hidden: dict[int, str] = {}
+        for name, index in (expert_hidden_index or {}).items():
+            if name not in self.expert_names:
+                raise UserError(f"expert_hidden_index: unknown expert {name!r}; experts are {self.expert_names}")
+            hidden = th.as_tensor(list(index), dtype=th.long)
+            if hidden.numel() == 0 or hidden.min() < 0 or hidden.max() >= expert_in:
+                raise UserError(
+                    f"expert_hidden_index[{name!r}] must be non-empty indices in [0, {expert_in}), got {list(index)}"
+                )
+            k = self.expert_names.index(name)
+            mask = th.ones(expert_in)
+            mask[hidden] = 0.0
+            self.register_buffer(f"expert_input_mask_{k}", mask)
+            self._hidden[k] = f"expert_input_mask_{k}"
+        self.zero_hidden_weights()
+
+    def zero_hidden_weights(self) -> None:
+        """Set each expert's first-layer weights on its hidden features to 0 (call again after re-initialising
+        the weights, as SB3's orthogonal initialisation does)."""
+        with th.no_grad():
+            for k, mask in self._hidden.items():
+                first: nn.Linear = self.experts[k][0]  # type: ignore[assignment,index]
+                first.weight[:, getattr(self, mask) == 0] = 0.0
 
     def _register_index(self, name: str, index: Sequence[int] | None, in_dim: int) -> int:
         """Store an optional input-feature selection as a buffer; return the selected input size."""
@@ -92,6 +120,11 @@ class MixtureOfExperts(nn.Module):
             return features
         block = self._slices.get(name)
         return features[:, block] if block is not None else features[:, index]
+
+    def expert_forward(self, k: int, expert_in: th.Tensor) -> th.Tensor:
+        """Expert ``k``'s latent for the experts' input features (with its hidden features zeroed)."""
+        mask = self._hidden.get(k)
+        return self.experts[k](expert_in if mask is None else expert_in * getattr(self, mask))
 
     def gate_logits(self, features: th.Tensor) -> th.Tensor:
         """(batch, n_experts) raw gate logits."""
@@ -130,10 +163,10 @@ class MixtureOfExperts(nn.Module):
         expert_in = self._select(features, "expert_input_index")
         latent = features.new_zeros((features.shape[0], self.latent_dim))
         keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
-        for k, expert in enumerate(self.experts):
+        for k in range(self.n_experts):
             if not keep[k]:
                 continue  # a dropped expert has mixture weight 0: skip its work
-            out = expert(expert_in)
+            out = self.expert_forward(k, expert_in)
             out = route(out, None if route_weight is None else route_weight[:, k])
             latent = latent + weights[:, k : k + 1] * out
         return latent, logits

@@ -40,6 +40,7 @@ def policy_kwargs(config: RunConfig) -> dict[str, Any]:
         "activation_fn": _ACTIVATIONS[p.activation],
         "expert_obs_channels": p.expert_obs_channels,
         "gate_obs_channels": p.gate_obs_channels,
+        "expert_hidden_channels": p.expert_hidden_channels,
         "ortho_init": p.ortho_init,
     }
     if p.features_extractor == "cnn":

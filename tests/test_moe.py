@@ -139,3 +139,28 @@ def test_expert_input_index_hides_features_from_experts_only() -> None:
     assert not th.equal(moe.gate_logits(x), moe.gate_logits(x2))
     with pytest.raises(ValueError, match="expert_input_index"):
         _moe(expert_input_index=[12])
+
+
+def test_an_expert_blind_to_some_features_never_sees_them_and_the_others_do() -> None:
+    """The hidden features' first-layer weights start at 0 and get exactly zero gradient; other experts train them."""
+    from routed_rl.agents import RoutedPPO
+    from routed_rl.envs import OversightGridVecEnv
+
+    env = OversightGridVecEnv(8, oversight_prob=0.5, seed=0)
+    model = RoutedPPO("RoutedPolicy", env, n_steps=16, batch_size=64, seed=0,
+                      policy_kwargs={"expert_arch": [16], "expert_hidden_channels": {"diamond": [3]}})  # fmt: skip
+    moe = model.policy.moe
+    hidden = list(range(75, 100))  # channel 3 of a (4, 5, 5) observation
+    assert th.count_nonzero(moe.experts[0][0].weight[:, hidden]) == 0  # zero after SB3's orthogonal init
+    model.learn(8 * 16 * 3)
+    assert th.count_nonzero(moe.experts[0][0].weight[:, hidden]) == 0  # still exactly zero after training
+    assert th.count_nonzero(moe.experts[1][0].weight[:, hidden]) > 0  # the ghost expert sees the mask
+    obs = th.as_tensor(OversightGridVecEnv(4, seed=1).reset())
+    flipped = obs.clone()
+    flipped[:, 3] = 1.0 - flipped[:, 3]  # every cell's oversight flipped
+    with model.policy.steer(select="diamond"), th.no_grad():
+        a = model.policy.get_distribution(obs).distribution.probs
+        b = model.policy.get_distribution(flipped).distribution.probs
+    assert th.equal(a, b)  # the diamond expert acting alone cannot tell whether it is watched
+    with pytest.raises(ValueError, match="unknown expert 'dimond'"):
+        RoutedPPO("RoutedPolicy", env, policy_kwargs={"expert_hidden_channels": {"dimond": [3]}})
