@@ -283,6 +283,17 @@ def test_report_on_a_synthetic_sweep_gives_known_means_and_intervals(tmp_path: P
     assert "1.0%: default (select=diamond) 0.333 [0.000, 1.000] vs naive (unsteered) -0.500 [-0.500, -0.500]: **above" in text
 
 
+def test_report_does_not_compare_single_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": "one", "methods": ["default", "naive"], "total_steps": 1000}))
+    _fake_trial(out, "default", 0.01, 0, 0.9, ghost=0.0)
+    for seed in range(2):
+        _fake_trial(out, "naive", 0.01, seed, 0.1, ghost=0.3)
+    write_report(out)
+    assert "**one seed: no interval to compare**" in (out / "report.md").read_text()
+
+
 def test_interval_uses_the_iqm_with_enough_seeds() -> None:
     assert interval([0, 1, 2, 3, 100], iqm=True).point == pytest.approx(2.0)  # the middle half: 1, 2, 3
     assert interval([0, 1, 2, 3, 100]).point == pytest.approx(21.2)

@@ -184,7 +184,9 @@ def _comparisons(groups: list[Group]) -> list[str]:
                     continue
                 a, b = ref.stats["return"], other.stats["return"]
                 verdict = (
-                    "above, intervals do not overlap"
+                    "one seed: no interval to compare"
+                    if min(a.n, b.n) < 2
+                    else "above, intervals do not overlap"
                     if a.low > b.high
                     else "below, intervals do not overlap"
                     if a.high < b.low
