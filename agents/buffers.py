@@ -116,8 +116,15 @@ class LabelReplay:
 
     def sample(self, n_batches: int, generator: th.Generator | None = None) -> list[ReplaySamples]:
         """All kept steps, shuffled and split into ``n_batches`` parts (empty list when nothing is kept)."""
+        return self.epochs(1, n_batches, generator)[0]
+
+    def epochs(self, n_epochs: int, n_batches: int, generator: th.Generator | None = None) -> list[list[ReplaySamples]]:
+        """:meth:`sample` for each of ``n_epochs`` epochs (a new shuffle each), joining the kept rollouts once."""
         if not self._store:
-            return []
+            return [[] for _ in range(n_epochs)]
         joined = ReplaySamples(*(th.cat(parts) for parts in zip(*self._store, strict=True)))
-        order = th.randperm(len(joined.labels), generator=generator)
-        return [ReplaySamples(*(field[idx] for field in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)]
+        out = []
+        for _ in range(n_epochs):
+            order = th.randperm(len(joined.labels), generator=generator)
+            out.append([ReplaySamples(*(f[idx] for f in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)])
+        return out

@@ -224,7 +224,7 @@ class RoutedPPO(PPO):
         continue_training = True
         loss = th.zeros(())
         n_minibatches = -(-self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs // self.batch_size)
-        replay_epochs = [self.label_replay.sample(n_minibatches) for _ in range(self.n_epochs)]  # past rollouts only
+        replay_epochs = self.label_replay.epochs(self.n_epochs, n_minibatches)  # past rollouts only
         self.label_replay.add(self.rollout_buffer)  # this rollout's labeled steps, for the next updates
         for epoch in range(self.n_epochs):
             approx_kl_divs = []

@@ -171,7 +171,6 @@ class SweepProgress:
     running: int = 0
     started: float = field(default_factory=time.perf_counter)
     finished_this_run: int = 0
-    workers: int = 1
     out: Callable[[str], None] = print
 
     def line(self) -> str:
@@ -258,7 +257,7 @@ def run_sweep(
                 f"cores; use --workers {limit} or fewer"
             )
     todo = prepare(spec, trials, out, name)
-    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo, workers=workers or 1)
+    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo)
     echo(
         f"sweep {name}: {len(trials)} trials ({progress.done} done already), {spec.total_steps:,} env steps each, "
         + (f"on Ray ({ray_address})" if ray_address else f"{workers} workers x {spec.threads} threads")
