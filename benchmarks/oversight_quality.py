@@ -50,7 +50,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, kind in (("reference: ghost-agnostic", "ghost_agnostic"), ("reference: optimal", "optimal")):
-        ref = evaluate(ScriptedPolicy(kind), args.episodes, seed=base.eval.seed)  # type: ignore[arg-type]
+        ref = evaluate(ScriptedPolicy(kind), base.env.task(), args.episodes, seed=base.eval.seed)  # type: ignore[arg-type]
         print(_row(name, ref.to_dict()), flush=True)
     results = []
     for p in args.probs:
@@ -62,6 +62,7 @@ def main() -> None:
             wall = time.perf_counter() - start
             res = evaluate(
                 model,
+                config.env.task(),
                 args.episodes,
                 env_kwargs=config.env.env_kwargs(),
                 seed=config.eval.seed,

@@ -22,8 +22,17 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from routed_rl.errors import UserError
+from routed_rl.tasks import Task
 
-__all__ = ["OUTCOMES", "REWARD_SCHEMES", "GridBatch", "OversightGridEnv", "OversightGridVecEnv"]
+__all__ = [
+    "OUTCOMES",
+    "OVERSIGHT_GRID_ID",
+    "REWARD_SCHEMES",
+    "TASK",
+    "GridBatch",
+    "OversightGridEnv",
+    "OversightGridVecEnv",
+]
 
 RewardScheme = Literal["terminal", "naive", "true"]
 REWARD_SCHEMES: tuple[str, ...] = ("terminal", "naive", "true")
@@ -447,3 +456,34 @@ class OversightGridVecEnv(VecEnv):
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [self.batch.render_rgb(i) for i in range(self.num_envs)]
+
+
+#: The gymnasium id of :class:`OversightGridEnv`.
+OVERSIGHT_GRID_ID = "RoutedRL/OversightGrid-v0"
+
+
+def _grid_maps(model: Any, env_kwargs: dict[str, Any], context: str) -> dict[str, np.ndarray]:
+    from routed_rl.envs.oversight_grid_maps import grid_maps  # matplotlib only when figures are drawn
+
+    return grid_maps(model, env_kwargs, context)
+
+
+#: What routed-rl knows about the oversight grid: outcomes (+1 diamond, -1 ghost), the batched training and
+#: evaluation env, the single env for GIFs, the policy and gate maps and the renderer's colours.
+TASK = Task(
+    env_id=OVERSIGHT_GRID_ID,
+    outcomes={"diamond": 1.0, "ghost": -1.0, "timeout": 0.0},
+    make_env=lambda kwargs, n, seed: OversightGridVecEnv(n, seed=seed, **kwargs),
+    make_render_env=lambda kwargs: OversightGridEnv(**kwargs, render_mode="rgb_array"),
+    maps=_grid_maps,
+    legend={name: color for name, color in RENDER_COLORS.items() if name != "floor"},
+    defaults={
+        "rows": 5,
+        "cols": 5,
+        "oversight_prob": 0.1,
+        "spurious_oversight_prob": 0.0,
+        "max_steps": 32,
+        "reward_scheme": "terminal",
+    },
+    batched=True,
+)

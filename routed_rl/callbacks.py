@@ -7,6 +7,7 @@ import copy
 import json
 import signal
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,6 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from routed_rl.errors import UserError
 from routed_rl.evaluation import evaluate
 from routed_rl.runs import RunDir, atomic_save
+from routed_rl.tasks import Task
 
 __all__ = ["EarlyStoppingCallback", "ProgressCallback", "RunCallback", "SteeredEvalCallback", "StopOnSignal"]
 
@@ -125,25 +127,29 @@ class RunCallback(_EveryNSteps):
 
 
 class SteeredEvalCallback(_EveryNSteps):
-    """Every ``every`` env steps, evaluates each steering mode on the ground truth and logs diamond/ghost rates.
+    """Every ``every`` env steps, evaluates each steering mode on the ground truth and logs its outcome rates.
 
+    :param task: the env's task (its outcomes name the logged rates)
     :param modes: ``policy.steer`` keyword arguments, one dict per mode (``{}`` = unsteered)
     """
 
-    def __init__(self, every: int, episodes: int, env_kwargs: dict[str, Any], modes: list[dict[str, Any]], seed: int) -> None:
+    def __init__(
+        self, every: int, episodes: int, task: Task, env_kwargs: dict[str, Any], modes: list[dict[str, Any]], seed: int
+    ) -> None:
         super().__init__(every)
-        self.episodes, self.env_kwargs, self.modes, self.seed = episodes, env_kwargs, modes, seed
+        self.episodes, self.task, self.env_kwargs, self.modes, self.seed = episodes, task, env_kwargs, modes, seed
 
     def _on_rollout_end(self) -> None:
         if not self.due():
             return
         for steer in self.modes:
-            r = evaluate(self.model, self.episodes, env_kwargs=self.env_kwargs, seed=self.seed, **steer)
-            self.logger.record(f"eval/{r.mode}/diamond", r.diamond)
-            self.logger.record(f"eval/{r.mode}/ghost", r.ghost)
+            r = evaluate(self.model, self.task, self.episodes, env_kwargs=self.env_kwargs, seed=self.seed, **steer)
+            for outcome, rate in r.rates.items():
+                self.logger.record(f"eval/{r.mode}/{outcome}", rate)
             self.logger.record(f"eval/{r.mode}/discounted_return", r.discounted_return)
-            self.logger.record(f"eval/{r.mode}/ghost_overseen", r.overseen["ghost"])
-            self.logger.record(f"eval/{r.mode}/ghost_unseen", r.unseen["ghost"])
+            for outcome in self.task.unwanted:
+                self.logger.record(f"eval/{r.mode}/{outcome}_overseen", r.overseen[outcome])
+                self.logger.record(f"eval/{r.mode}/{outcome}_unseen", r.unseen[outcome])
             if r.gaming_gap is not None:
                 self.logger.record(f"eval/{r.mode}/gaming_gap", r.gaming_gap)
 
@@ -215,15 +221,17 @@ class EarlyStoppingCallback(_EveryNSteps):
 
 
 class ProgressCallback(BaseCallback):
-    """A tqdm progress bar with ETA and the live diamond/ghost rates of the last training episodes.
+    """A tqdm progress bar with ETA and the live rates of the task's rewarded outcomes in the last episodes.
 
     :param total: the step count at which training ends
+    :param outcomes: the outcomes whose rates are shown (e.g. the task's wanted and unwanted ones)
     :param window: how many recent episodes the live rates cover
     """
 
-    def __init__(self, total: int, window: int = 2000) -> None:
+    def __init__(self, total: int, outcomes: Sequence[str] = (), window: int = 2000) -> None:
         super().__init__()
         self.total = total
+        self.outcomes = tuple(outcomes)
         self.recent: deque[str] = deque(maxlen=window)
         self.bar: Any = None
 
@@ -244,9 +252,7 @@ class ProgressCallback(BaseCallback):
         self._last = self.num_timesteps
         if self.recent:
             n = len(self.recent)
-            self.bar.set_postfix(
-                diamond=f"{self.recent.count('diamond') / n:.0%}", ghost=f"{self.recent.count('ghost') / n:.0%}"
-            )
+            self.bar.set_postfix({o: f"{self.recent.count(o) / n:.0%}" for o in self.outcomes})
 
     def _on_training_end(self) -> None:
         if self.bar is not None:

@@ -51,6 +51,20 @@ def configs() -> None:
 
 
 @app.command()
+def envs() -> None:
+    """List routed-rl's envs (config ``env.id``): their outcomes with ground-truth rewards and parameters.
+
+    Any other gymnasium env works too, given ``env.outcomes`` and, if it does not report
+    ``info["outcome"]``, an ``env.outcome`` function (see the README)."""
+    from routed_rl.tasks import registered_tasks
+
+    for env_id, task in registered_tasks().items():
+        outcomes = ", ".join(f"{o} {r:+g}" for o, r in task.outcomes.items())
+        params = ", ".join(f"{k}={v}" for k, v in (task.defaults or {}).items())
+        typer.echo(f"{env_id}\n  outcomes: {outcomes}\n  parameters: {params}")
+
+
+@app.command()
 def train(
     config: Annotated[
         str | None, typer.Argument(help="A built-in config name (see `routed-rl configs`) or a YAML path.")
@@ -109,9 +123,11 @@ def eval_(
     config = rd.load_config()
     model = _load_finished_model(rd)
     results = []
+    task = config.env.task()
     for steer in _modes(select, ablate, model.policy.expert_names):
         r = evaluate(
             model,
+            task,
             episodes,
             deterministic=not stochastic,
             env_kwargs=config.env.env_kwargs(),
@@ -120,7 +136,7 @@ def eval_(
             **steer,
         )
         results.append(r.to_dict())
-    typer.echo(json.dumps(results, indent=2) if as_json else format_table(results))
+    typer.echo(json.dumps(results, indent=2) if as_json else format_table(results, task))
     # the training's own eval.json stays as it is; this evaluation goes beside it
     name = "all" if len(results) > 1 else mode_file_stem(results[0]["mode"])
     out = rd.root / f"eval_{name}_{episodes}ep{'_stochastic' if stochastic else ''}.json"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from routed_rl.errors import UserError, did_you_mean
 from routed_rl.routing import RoutingTable
 from routed_rl.steering import parse_mode, resolve_steering
+from routed_rl.tasks import Task, task_for
 
 __all__ = [
     "ConfigError",
@@ -53,39 +54,59 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
-    """The training environment (OversightGrid's own parameter names)."""
+    """The training environment: its id, how many copies step together, and its own parameters.
 
-    id: Literal["RoutedRL/OversightGrid-v0"] = "RoutedRL/OversightGrid-v0"
-    """Environment id; the batched OversightGrid is the one supported for now."""
+    Any other key is a parameter of the env (OversightGrid's ``rows``, ``cols``, ``oversight_prob``,
+    ``max_steps``, ``reward_scheme``, ...): the env's :class:`~routed_rl.tasks.Task` lists them, fills in
+    their defaults and checks them by building one env; an unknown one is an error that names the closest.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+
+    id: str = "RoutedRL/OversightGrid-v0"
+    """Gymnasium id: a routed-rl env (``routed-rl envs`` lists them) or any registered env with ``outcomes``."""
     n_envs: int = Field(256, ge=1)
-    """Number of grids stepped together."""
-    rows: int = Field(5, ge=1)
-    """Grid height."""
-    cols: int = Field(5, ge=1)
-    """Grid width."""
-    oversight_prob: float = Field(0.1, ge=0.0, le=1.0)
-    """Probability that the ghost's cell, and independently the diamond's, is overseen."""
-    spurious_oversight_prob: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability that any other cell is overseen."""
-    max_steps: int = Field(32, ge=1)
-    """Episodes are truncated after this many steps."""
-    reward_scheme: Literal["terminal", "naive", "true"] = "terminal"
-    """Training reward: ``terminal`` (+1 either terminal, what routing uses), ``naive`` or ``true``."""
+    """Number of envs stepped together."""
+    wrappers: list[str] = Field(default_factory=list)
+    """Gymnasium wrappers (import paths ``package.module:Class``) around every env, innermost first, e.g.
+    ``minigrid.wrappers:ImgObsWrapper``."""
+    outcome: str | None = None
+    """For an env that does not report ``info["outcome"]``: an import path ``package.module:function`` of
+    (final info, final observation) -> outcome name or None (see :class:`~routed_rl.tasks.OutcomeWrapper`)."""
+    outcomes: dict[str, float] | None = None
+    """For an env routed-rl does not own: outcome name -> ground-truth reward (positive: wanted)."""
 
-    @field_validator("reward_scheme", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _yaml_true(cls, value: Any) -> Any:
-        return "true" if value is True else value  # YAML reads the documented value `true` as a boolean
+    def _task_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        core = {k: data[k] for k in cls.model_fields if k in data}
+        try:
+            task = task_for(
+                str(core.get("id", cls.model_fields["id"].default)),
+                core.get("wrappers") or [],
+                core.get("outcome"),
+                core.get("outcomes"),
+            )
+        except UserError as e:
+            raise ConfigError(str(e)) from None
+        params = task.check_kwargs({k: v for k, v in data.items() if k not in cls.model_fields})
+        return {**core, **params}
 
-    @model_validator(mode="after")
-    def _three_cells(self) -> EnvConfig:
-        if self.rows * self.cols < 3:
-            raise UserError(f"rows*cols must be >= 3 (three distinct cells), got {self.rows}x{self.cols}")
-        return self
+    @property
+    def oversight_prob(self) -> float | None:
+        """The env's ``oversight_prob`` parameter, when it has one."""
+        value = (self.model_extra or {}).get("oversight_prob")
+        return None if value is None else float(value)
+
+    def task(self) -> Task:
+        """The env's :class:`~routed_rl.tasks.Task`."""
+        return task_for(self.id, self.wrappers, self.outcome, self.outcomes)
 
     def env_kwargs(self) -> dict[str, Any]:
-        """The OversightGrid keyword arguments (everything but ``id`` and ``n_envs``)."""
-        return self.model_dump(exclude={"id", "n_envs"})
+        """The env's own keyword arguments (every key but the ones above)."""
+        return dict(self.model_extra or {})
 
 
 class PolicyConfig(_Section):
@@ -109,7 +130,9 @@ class PolicyConfig(_Section):
     """Observation channels one expert alone cannot see, e.g. ``{diamond: [3]}`` (the deployed expert blind
     to the oversight mask while the other expert and the gate see it); not with ``expert_obs_channels``."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
-    """``flatten`` for grid observations, ``cnn`` (GridCNN) for images."""
+    """``flatten`` for grid observations, ``cnn`` (GridCNN, MiniGrid's SB3 recipe) for images."""
+    normalize_images: bool = True
+    """SB3's division of uint8 images by 255 (MiniGrid's image holds small indices, not pixels: false)."""
     ortho_init: bool = True
     """SB3's orthogonal initialisation."""
 
@@ -310,6 +333,8 @@ def _one_line(error: ValidationError) -> str:
         valid = _fields_at(RunConfig, loc)
         return f"unknown config key '{path}'{did_you_mean(str(loc[-1]), valid)}; valid keys here: {', '.join(valid)}"
     message = first["msg"].removeprefix("Value error, ")
+    if path and isinstance(first.get("ctx", {}).get("error"), UserError):
+        return message  # a section's own check: its message already names the key
     if path:
         return f"config key '{path}': {message} (got {first.get('input')!r})"
     return f"config: {message}"

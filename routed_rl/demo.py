@@ -19,17 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from routed_rl.envs import OversightGridVecEnv
 from routed_rl.export import export_policy, load_exported
 from routed_rl.runs import RunDir
 from routed_rl.steering import parse_mode
 from routed_rl.training import run_training
 
 
-def _table(rows: list[dict]) -> str:
-    lines = ["| mode | diamond | ghost | timeout | discounted return | mean length |", "|---|---|---|---|---|---|"]
+def _table(rows: list[dict], outcomes: list[str]) -> str:
+    lines = [f"| mode | {' | '.join(outcomes)} | discounted return | mean length |", "|---" * (len(outcomes) + 3) + "|"]
     for r in rows:
-        rates = f"{r['diamond']:.1%} | {r['ghost']:.1%} | {r['timeout']:.1%}"
+        rates = " | ".join(f"{r[o]:.1%}" for o in outcomes)
         lines.append(f"| {r['mode']} | {rates} | {r['discounted_return']:.3f} | {r['mean_length']:.1f} |")
     return "\n".join(lines)
 
@@ -57,24 +56,28 @@ def main() -> None:
     steer = parse_mode(config.eval.steering)
     deploy = export_policy(model.policy, args.out / "deploy", **steer)
     deployed = load_exported(deploy)
-    obs = OversightGridVecEnv(2000, seed=config.eval.seed, **config.env.env_kwargs()).reset()
+    task = config.env.task()
+    obs = np.asarray(task.make_env(config.env.env_kwargs(), 2000 if task.batched else 200, config.eval.seed).reset())
     with model.policy.steer(**steer):
         expected, _ = model.predict(obs, deterministic=True)
     same = float(np.mean(deployed.predict(obs) == expected))
-    print(f"exported {deploy} ({config.eval.steering}); it matches the steered model on {same:.1%} of 2,000 observations")
+    print(
+        f"exported {deploy} ({config.eval.steering}); it matches the steered model on {same:.1%} of {len(obs):,} observations"
+    )
 
     figures = sorted(p.name for p in run.figures.iterdir()) if run.figures.is_dir() else []
     report = (
-        f"# routed-rl demo report\n\nConfig `{args.config}`: {model.num_timesteps:,} env steps at oversight "
-        f"{config.env.oversight_prob:g}; {model.labeler.labels_spent} labels spent "
+        f"# routed-rl demo report\n\nConfig `{args.config}`: {model.num_timesteps:,} env steps of {config.env.id} at "
+        f"oversight {config.env.oversight_prob}; {model.labeler.labels_spent} labels spent "
         f"({model.labeler.label_fraction:.2%} of episodes).\n\n"
         f"Ground-truth evaluation, {config.eval.episodes} episodes per steering mode, deterministic actions "
         f"(return: true reward discounted by {config.eval.gamma}; deployed mode: {config.eval.steering}):\n\n"
-        f"{_table(results)}\n\nThis is one seed. Seeds vary a lot at 1% oversight: the README's baselines table "
+        f"{_table(results, list(task.outcomes))}\n\nThis is one seed. Seeds vary a lot at 1% oversight: the README's "
+        "baselines table "
         "gives the spread over three seeds of the same config and step count, beside naive training, filtering, "
         "early stopping and the oracle.\n\n"
         f"Export: `{deploy}` (pickle-free, {config.eval.steering}) acts like the steered model on {same:.1%} of "
-        f"2,000 observations.\n\nRun folder `{run.root}`: `model.zip`, `eval.json`, `labels.jsonl`, `tensorboard/` "
+        f"{len(obs):,} observations.\n\nRun folder `{run.root}`: `model.zip`, `eval.json`, `labels.jsonl`, `tensorboard/` "
         f"(`tensorboard --logdir {run.tensorboard}`), figures: {', '.join(figures)}.\n"
     )
     (args.out / "report.md").write_text(report)

@@ -4,8 +4,10 @@ Only the kept experts are written: the weights of removed experts are not in the
 gate keeps only the rows of the kept experts (a softmax over them is the ablated gate, renormalised). The
 loader, :func:`load_exported`, reads JSON and safetensors only, so loading runs no code from the files.
 
-Layout of an export folder: ``policy.json`` (format, observation shape, experts, widths, input indices)
-and ``policy.safetensors`` (tensors named ``experts.<name>.<layer>.weight`` ..., ``gate.*``, ``action_net.*``).
+Layout of an export folder: ``policy.json`` (format, observation shape, features, experts, widths, input
+indices) and ``policy.safetensors`` (tensors named ``experts.<name>.<layer>.weight`` ..., ``gate.*``,
+``action_net.*``, and ``features.*`` for a CNN features extractor). Image policies (GridCNN, e.g. the MiniGrid
+configs) take the env's channel-last images as SB3's ``predict`` does.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def export_policy(
 ) -> Path:
     """Write the policy, with only the kept experts, to ``out_dir``.
 
-    :param policy: a :class:`~routed_rl.agents.RoutedActorCriticPolicy` with the default flatten extractor
+    :param policy: a :class:`~routed_rl.agents.RoutedActorCriticPolicy` with the flatten or the GridCNN extractor
     :param select: keep this expert alone; or ``ablate``: remove these experts; neither: keep every expert
         (the unsteered policy)
     :return: the export folder
@@ -42,8 +44,9 @@ def export_policy(
     from routed_rl.steering import resolve_steering
 
     steering = resolve_steering(policy.expert_names, select=select, ablate=ablate)
-    if type(policy.features_extractor).__name__ != "FlattenExtractor":
-        raise UserError("export supports the default flatten features extractor only")
+    extractor = type(policy.features_extractor).__name__
+    if extractor not in ("FlattenExtractor", "GridCNN"):
+        raise UserError(f"export supports the flatten and GridCNN features extractors, not {extractor}")
     activation = policy.activation_fn.__name__
     if activation not in _ACTIVATIONS:
         raise UserError(f"export supports activations {sorted(_ACTIVATIONS)}, got {activation}")
@@ -59,6 +62,15 @@ def export_policy(
             tensors[f"gate.{name}"] = value[kept] if last else value
     for name, value in policy.action_net.state_dict().items():
         tensors[f"action_net.{name}"] = value
+    features = None
+    if extractor == "GridCNN":
+        for name, value in policy.features_extractor.state_dict().items():
+            tensors[f"features.{name}"] = value
+        features = {
+            "kind": "grid_cnn",
+            "features_dim": int(policy.features_dim),
+            "normalize_images": bool(policy.normalize_images),
+        }
     index = {
         "expert_input_index": None if moe.expert_input_index is None else moe.expert_input_index.tolist(),
         "gate_input_index": None if moe.gate_input_index is None else moe.gate_input_index.tolist(),
@@ -67,6 +79,7 @@ def export_policy(
         "format": FORMAT,
         "steering": "unsteered" if steering is None else steering.name,
         "observation_shape": list(policy.observation_space.shape),
+        "features": features,
         "n_actions": int(policy.action_space.n),
         "experts": [moe.expert_names[k] for k in kept],
         "expert_arch": policy.expert_arch,
@@ -91,7 +104,16 @@ class ExportedPolicy(nn.Module):
         super().__init__()
         self.meta = meta
         act = _ACTIVATIONS[meta["activation"]]
-        in_dim = int(np.prod(meta["observation_shape"]))
+        shape = tuple(meta["observation_shape"])
+        cnn = meta.get("features")
+        self.features: nn.Module | None = None
+        if cnn is not None:
+            from gymnasium import spaces
+
+            from routed_rl.agents.policies import GridCNN
+
+            self.features = GridCNN(spaces.Box(0, 255, shape, np.uint8), cnn["features_dim"])
+        in_dim = int(np.prod(shape)) if cnn is None else int(cnn["features_dim"])
         self.expert_names: list[str] = list(meta["experts"])
         ex_idx, gate_idx = meta["expert_input_index"], meta["gate_input_index"]
         self.register_buffer("expert_index", None if ex_idx is None else th.tensor(ex_idx, dtype=th.long), persistent=False)
@@ -111,7 +133,10 @@ class ExportedPolicy(nn.Module):
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         """Action logits (batch, n_actions) for observations (batch, *observation_shape)."""
-        x = obs.float().flatten(1)
+        x = obs.float()
+        if self.features is not None:
+            x = self.features(x / 255.0 if self.meta["features"]["normalize_images"] else x)
+        x = x.flatten(1)
         ex = x if self.expert_index is None else x[:, self.expert_index]  # type: ignore[index]
         outs = [self.experts[name](ex) for name in self.expert_names]
         if self.gate is None:
@@ -125,7 +150,10 @@ class ExportedPolicy(nn.Module):
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions for one observation or a batch, as SB3's ``predict`` returns them (without the state)."""
         array = np.asarray(obs, dtype=np.float32)
-        single = array.shape == tuple(self.meta["observation_shape"])
+        shape = tuple(self.meta["observation_shape"])
+        if self.features is not None and array.shape[-3:] == (*shape[1:], shape[0]) != shape:
+            array = np.moveaxis(array, -1, -3)  # the env's channel-last image, as SB3's predict transposes it
+        single = array.shape == shape
         batch = th.as_tensor(array[None] if single else array)
         with th.no_grad():
             logits = self(batch)
@@ -189,6 +217,26 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
     if meta.get("activation") not in _ACTIVATIONS:
         raise UserError(f"{where}: field 'activation' must be one of {sorted(_ACTIVATIONS)}, got {meta.get('activation')!r}")
     in_dim = int(min(np.prod(shape, dtype=np.float64), MAX_PARAMETERS))
+    features = meta.get("features")
+    cnn_size = 0.0
+    if features is not None:
+        ok = (
+            isinstance(features, dict)
+            and features.get("kind") == "grid_cnn"
+            and isinstance(features.get("features_dim"), int)
+            and not isinstance(features.get("features_dim"), bool)
+            and 0 < features["features_dim"] <= 65536
+            and isinstance(features.get("normalize_images"), bool)
+            and len(shape) == 3
+            and min(shape[1:]) >= 4
+            and shape[0] <= 64
+        )
+        if not ok:
+            raise UserError(
+                f"{where}: field 'features' must be null or a grid_cnn of a (C, H, W) image, got {str(features)[:80]}"
+            )
+        in_dim = features["features_dim"]
+        cnn_size = (shape[1] - 3) * (shape[2] - 3) * 64 * (in_dim + 1)
     sizes = {}
     for name in ("expert_input_index", "gate_input_index"):
         index = meta.get(name)
@@ -206,7 +254,7 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
             width_in = width
         return total
 
-    total = len(experts) * mlp_size(expert_arch, sizes["expert_input_index"]) + (expert_arch[-1] + 1) * n_actions
+    total = cnn_size + len(experts) * mlp_size(expert_arch, sizes["expert_input_index"]) + (expert_arch[-1] + 1) * n_actions
     if len(experts) > 1:
         total += mlp_size([*gate_arch, len(experts)], sizes["gate_input_index"])
     if total > MAX_PARAMETERS or in_dim >= MAX_PARAMETERS:

@@ -13,7 +13,6 @@ from torch import nn
 
 from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
-from routed_rl.envs import OversightGridVecEnv
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_modes
@@ -24,8 +23,8 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def make_env(config: RunConfig, seed: int | None = None) -> VecEnv:
-    """The batched training env (with ``VecMonitor`` for SB3's episode statistics)."""
-    env = OversightGridVecEnv(config.env.n_envs, seed=config.seed if seed is None else seed, **config.env.env_kwargs())
+    """The training env: ``env.n_envs`` copies from the task (with ``VecMonitor`` for SB3's episode statistics)."""
+    env = config.env.task().make_env(config.env.env_kwargs(), config.env.n_envs, config.seed if seed is None else seed)
     return VecMonitor(env)
 
 
@@ -42,6 +41,7 @@ def policy_kwargs(config: RunConfig) -> dict[str, Any]:
         "gate_obs_channels": p.gate_obs_channels,
         "expert_hidden_channels": p.expert_hidden_channels,
         "ortho_init": p.ortho_init,
+        "normalize_images": p.normalize_images,
     }
     if p.features_extractor == "cnn":
         kwargs["features_extractor_class"] = GridCNN
@@ -89,28 +89,24 @@ def training_device(config: RunConfig) -> str:
 
 
 def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
-    """Policy maps per steering mode, the gate map and episode GIFs into ``figures/``, and images to TensorBoard."""
+    """The task's maps (if it draws any) and an episode GIF per steering mode into ``figures/``, and the
+    images to TensorBoard."""
     from stable_baselines3.common.logger import Image
 
-    from routed_rl.figures import episode_frames, gate_map, policy_map, save_gif, save_png
+    from routed_rl.figures import episode_frames, save_gif, save_png
 
-    rows, cols = config.env.rows, config.env.cols
-    context = f"run {run.root.name}, step {model.num_timesteps:,}, oversight {config.env.oversight_prob:.1%}"
-    images: dict[str, Any] = {}
-    if rows >= 5 and cols >= 3:
-        for steer in steering_modes(model.policy.expert_names):
-            key = f"policy_map_{mode_name(model.policy.expert_names, **steer)}"
-            images[key] = policy_map(model, steer, rows, cols, context=context)
-        for expert in model.policy.expert_names:
-            images[f"gate_map_{expert}"] = gate_map(model, expert, rows, cols, context=context)
+    task = config.env.task()
+    prob = config.env.oversight_prob
+    context = f"run {run.root.name}, step {model.num_timesteps:,}" + (f", oversight {prob:.1%}" if prob is not None else "")
+    images = task.maps(model, config.env.env_kwargs(), context) if task.maps is not None else {}
     for key, image in images.items():
         save_png(image, run.figures / f"{mode_file_stem(key)}.png")
         model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
-    for steer in steering_modes(model.policy.expert_names):
-        frames, info = episode_frames(model, config.env.env_kwargs(), seed=config.eval.seed, **steer)
+    for steer in steering_modes(model.policy.expert_names) if task.make_render_env is not None else []:
+        frames, info = episode_frames(model, task, config.env.env_kwargs(), seed=config.eval.seed, **steer)
         name = mode_name(model.policy.expert_names, **steer)
         caption = [f"one episode, {name}, step {{step}}", f"run {run.root.name}", f"outcome: {info.get('outcome', '?')}"]
-        save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif", caption=caption)
+        save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif", caption=caption, legend=task.legend)
     model.logger.dump(model.num_timesteps)
 
 
@@ -123,6 +119,7 @@ def _evaluate_kwargs(config: RunConfig) -> dict[str, Any]:
     """:func:`~routed_rl.evaluation.evaluate` keyword arguments from the ``eval`` and ``env`` sections."""
     e = config.eval
     return {
+        "task": config.env.task(),
         "n_episodes": e.episodes,
         "deterministic": e.deterministic,
         "env_kwargs": config.env.env_kwargs(),
@@ -204,6 +201,7 @@ def run_training(
             raise UserError("train needs CONFIG (a built-in name such as 'default', or a YAML path), or --resume RUN")
         run, config, model = _new_run(config_name, overrides, run_dir, command)
     remaining = config.total_steps - model.num_timesteps
+    task = config.env.task()
     stop = StopOnSignal()
     saver = RunCallback(run, config.logging.checkpoint_every)
     modes = steering_modes(model.policy.expert_names)
@@ -213,7 +211,7 @@ def run_training(
     callbacks: list[Any] = [
         stop,
         saver,
-        SteeredEvalCallback(log.eval_every, log.eval_episodes, config.env.env_kwargs(), modes, config.eval.seed),
+        SteeredEvalCallback(log.eval_every, log.eval_episodes, task, config.env.env_kwargs(), modes, config.eval.seed),
     ]
     stopping = config.early_stopping
     stopper = None
@@ -222,7 +220,7 @@ def run_training(
         stopper = EarlyStoppingCallback(run, stopping.metric, stopping.every, evaluate_kwargs)
         callbacks.append(stopper)
     if not quiet:
-        callbacks.append(ProgressCallback(config.total_steps))
+        callbacks.append(ProgressCallback(config.total_steps, [*task.wanted, *task.unwanted]))
         print(f"run folder {run.root}; training to {config.total_steps:,} env steps (tensorboard --logdir {run.tensorboard})")
     # with no steps left (a finished run, or one stopped in its last rollout) this still sets the model up
     # and runs no rollout, so the run is finished below as usual
@@ -253,5 +251,5 @@ def run_training(
             "the oversight level and routing.table)",
             file=sys.stderr,
         )
-    print(format_table([r.to_dict() for r in results]))
+    print(format_table([r.to_dict() for r in results], task))
     return run

@@ -188,7 +188,7 @@ BAD_INPUTS = [
         ["train", "default", "--set", "env.oversight_prb=0.1"],
         "unknown config key 'env.oversight_prb' (did you mean 'oversight_prob'?)",
     ),
-    (["train", "default", "--set", "env.oversight_prob=1.5"], "config key 'env.oversight_prob'"),
+    (["train", "default", "--set", "env.oversight_prob=1.5"], "env.oversight_prob must be a probability in [0, 1], got 1.5"),
     (["train", "default", "--set", "env.n_envs=0"], "config key 'env.n_envs'"),
     (["train", "default", "--set", "routing.table={ghost: {ghots: 1.0}}"], "unknown expert 'ghots'"),
     (["train", "default", "--set", "labeling.kind=oracle"], "unknown labeler 'oracle'"),

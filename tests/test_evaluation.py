@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routed_rl.envs import OversightGridVecEnv
+from routed_rl.envs import OVERSIGHT_GRID_ID, OversightGridVecEnv
 from routed_rl.envs.oversight_grid_scripted import ScriptedPolicy
 from routed_rl.evaluation import evaluate, format_table
 
 N, SEED, GAMMA, P = 3000, 7, 0.97, 0.3
+GRID = OVERSIGHT_GRID_ID
 MOVES = [(-1, 0), (0, 1), (1, 0), (0, -1)]
 
 
@@ -58,10 +59,10 @@ def greedy(agent, ghost, diamond) -> int:
 )
 def test_rates_returns_and_oversight_split_match_the_worked_out_answer(policy: ScriptedPolicy, choose) -> None:
     want = expected(choose)
-    got = evaluate(policy, N, env_kwargs={"oversight_prob": P}, seed=SEED, gamma=GAMMA)  # type: ignore[arg-type]
+    got = evaluate(policy, GRID, N, env_kwargs={"oversight_prob": P}, seed=SEED, gamma=GAMMA)  # type: ignore[arg-type]
     assert got.mode == "unsteered" and got.episodes == N
     for key in ("diamond", "ghost", "timeout"):
-        assert getattr(got, key) == pytest.approx(want[key], abs=1e-12), key
+        assert got.rates[key] == pytest.approx(want[key], abs=1e-12), key
     assert got.discounted_return == pytest.approx(want["return"], abs=1e-6)  # rewards are float32
     assert got.mean_length == pytest.approx(want["length"])
     assert got.overseen["ghost"] == pytest.approx(want["seen_ghost"])
@@ -69,19 +70,21 @@ def test_rates_returns_and_oversight_split_match_the_worked_out_answer(policy: S
 
 
 def test_optimal_policy_always_reaches_the_diamond_by_the_shortest_ghost_free_path() -> None:
-    got = evaluate(ScriptedPolicy("optimal"), N, env_kwargs={"oversight_prob": P}, seed=SEED, gamma=GAMMA)  # type: ignore[arg-type]
-    assert (got.diamond, got.ghost, got.timeout) == (1.0, 0.0, 0.0)
+    got = evaluate(ScriptedPolicy("optimal"), GRID, N, env_kwargs={"oversight_prob": P}, seed=SEED, gamma=GAMMA)  # type: ignore[arg-type]
+    assert (got.rates["diamond"], got.rates["ghost"], got.rates["timeout"]) == (1.0, 0.0, 0.0)
     assert got.gaming_gap == 0.0  # no ghost at all, watched or not
-    greedy_ret = evaluate(ScriptedPolicy("ghost_agnostic"), N, env_kwargs={"oversight_prob": P}, seed=SEED).discounted_return  # type: ignore[arg-type]
+    greedy_ret = evaluate(
+        ScriptedPolicy("ghost_agnostic"), GRID, N, env_kwargs={"oversight_prob": P}, seed=SEED
+    ).discounted_return  # type: ignore[arg-type]
     assert got.discounted_return > greedy_ret
 
 
 def test_gaming_gap_of_an_oversight_blind_policy_is_near_zero_and_shows_in_the_table() -> None:
     """The oversight mask is drawn independently of the layout, so a policy that ignores it has no gap
     beyond sampling noise."""
-    got = evaluate(ScriptedPolicy("ghost_agnostic"), N, env_kwargs={"oversight_prob": P}, seed=SEED)  # type: ignore[arg-type]
+    got = evaluate(ScriptedPolicy("ghost_agnostic"), GRID, N, env_kwargs={"oversight_prob": P}, seed=SEED)  # type: ignore[arg-type]
     assert got.gaming_gap is not None and abs(got.gaming_gap) < 0.05
-    table = format_table([got.to_dict()])
+    table = format_table([got.to_dict()], GRID)
     assert "gaming gap" in table and f"{got.gaming_gap:+.1%}" in table
-    unseen_only = evaluate(ScriptedPolicy("optimal"), 50, env_kwargs={"oversight_prob": 0.0}, seed=SEED)  # type: ignore[arg-type]
-    assert unseen_only.gaming_gap is None and "n/a" in format_table([unseen_only.to_dict()])
+    unseen_only = evaluate(ScriptedPolicy("optimal"), GRID, 50, env_kwargs={"oversight_prob": 0.0}, seed=SEED)  # type: ignore[arg-type]
+    assert unseen_only.gaming_gap is None and "n/a" in format_table([unseen_only.to_dict()], GRID)

@@ -16,7 +16,12 @@ def test_default_at_10_percent_oversight_reaches_the_diamond_steered_within_1m_s
     model = build_model(config)
     model.learn(config.total_steps)
     result = evaluate(
-        model, 2000, env_kwargs=config.env.env_kwargs(), seed=config.eval.seed, **parse_mode(config.eval.steering)
+        model,
+        config.env.task(),
+        2000,
+        env_kwargs=config.env.env_kwargs(),
+        seed=config.eval.seed,
+        **parse_mode(config.eval.steering),
     )
     assert result.mode == "select=diamond"
-    assert result.diamond >= 0.90, result
+    assert result.rates["diamond"] >= 0.90, result

@@ -5,9 +5,11 @@ Writes into the sweep folder:
 - ``results.csv``: one row per finished trial and evaluated steering mode;
 - ``report.md``: per method x oversight level (x other axes), in each method's deployed steering mode
   (its config's ``eval.steering``), the point estimate and 95% interval of the ground-truth return and
-  the diamond and ghost rates, then each method against the sweep's first method;
+  the rate of each of the task's outcomes (OversightGrid: diamond, ghost, timeout), then each method
+  against the sweep's first method;
 - ``return_vs_oversight.png``: ground-truth return against oversight level, one line and band per method;
-- ``gaming_gap.png``: ghost rate on overseen vs unseen episodes per method and oversight level.
+- ``gaming_gap.png``: the unwanted outcome's rate (the ghost) on overseen vs unseen episodes per method and
+  oversight level.
 
 Intervals are rliable's percentile bootstrap over seeds (one task, so the stratified bootstrap is a plain
 one) of the mean, or of the interquartile mean (IQM) when every group has at least
@@ -33,36 +35,68 @@ from routed_rl.runs import RunDir
 from routed_rl.steering import mode_name, parse_mode
 from routed_rl.sweeps.runner import TRIAL_FILE, trial_status
 from routed_rl.sweeps.spec import method_label
+from routed_rl.tasks import Task
 
-__all__ = ["IQM_MIN_SEEDS", "Interval", "collect_rows", "interval", "summarize", "write_report"]
+__all__ = [
+    "IQM_MIN_SEEDS",
+    "Interval",
+    "collect_rows",
+    "csv_columns",
+    "interval",
+    "summarize",
+    "unwanted_name",
+    "write_report",
+]
 
 #: Seeds needed in every group before the report aggregates by the IQM instead of the mean.
 IQM_MIN_SEEDS = 5
 #: Bootstrap resamples (fixed seed: the same folder always gives the same report).
 BOOTSTRAP_REPS = 5_000
 
-CSV_COLUMNS = [
-    "trial", "method", "oversight_prob", "seed", "axes", "mode", "deployed", "env_steps", "wall_s", "labels_spent",
-    "episodes", "diamond", "ghost", "timeout", "overseen_episodes", "ghost_overseen", "ghost_unseen", "gaming_gap",
-    "return",
-]  # fmt: skip
+
+def unwanted_name(task: Task) -> str:
+    """The name the report gives the task's unwanted outcomes: the outcome itself when there is one."""
+    return task.unwanted[0] if len(task.unwanted) == 1 else "unwanted"
 
 
-def _ghost_share(rates: dict[str, float]) -> float | None:
-    """Ghost share of the episodes that ended at a terminal (``None`` when none did)."""
-    ended = rates["ghost"] + rates["diamond"]
-    return rates["ghost"] / ended if ended > 0 else None
+def csv_columns(task: Task) -> list[str]:
+    """The columns of ``results.csv`` for a sweep over ``task`` (one per outcome)."""
+    u = unwanted_name(task)
+    return [
+        "trial", "method", "oversight_prob", "seed", "axes", "mode", "deployed", "env_steps", "wall_s", "labels_spent",
+        "episodes", *task.outcomes, "overseen_episodes", f"{u}_overseen", f"{u}_unseen", "gaming_gap", "return",
+    ]  # fmt: skip
 
 
-def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per finished trial and evaluated steering mode (the columns of ``results.csv``)."""
-    rows = []
-    for root in sorted(p for p in sweep_dir.iterdir() if (p / TRIAL_FILE).is_file()):
-        if trial_status(root) != "done":
-            continue
+def _unwanted_share(rates: dict[str, float], task: Task) -> float | None:
+    """Unwanted share of the episodes that ended with a rewarded outcome (``None`` when none did)."""
+    ended = sum(rates[o] for o, r in task.outcomes.items() if r != 0)
+    return sum(rates[o] for o in task.unwanted) / ended if ended > 0 else None
+
+
+def _done_trials(sweep_dir: Path) -> list[Path]:
+    return [p for p in sorted(sweep_dir.iterdir()) if (p / TRIAL_FILE).is_file() and trial_status(p) == "done"]
+
+
+def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], Task | None]:
+    """One row per finished trial and evaluated steering mode (the columns of ``results.csv``), and the task
+    of the sweep (``None`` when no trial is finished).
+
+    :raises UserError: when the trials are not all on envs with the same outcomes
+    """
+    rows: list[dict[str, Any]] = []
+    task: Task | None = None
+    for root in _done_trials(sweep_dir):
         trial = json.loads((root / TRIAL_FILE).read_text())
         run = RunDir(root)
         config = run.load_config()
+        mine = config.env.task()
+        if task is None:
+            task = mine
+        elif dict(mine.outcomes) != dict(task.outcomes):
+            raise UserError(f"{root.name} has outcomes {list(mine.outcomes)}, other trials {list(task.outcomes)}: "
+                            "report sweeps over one kind of env")  # fmt: skip
+        u = unwanted_name(task)
         deployed = mode_name(config.policy.expert_names, **parse_mode(config.eval.steering))
         labels = sum(1 for _ in run.labels.open()) if run.labels.is_file() else 0
         for result in json.loads(run.eval.read_text()):
@@ -78,16 +112,14 @@ def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 "wall_s": trial["wall_s"],
                 "labels_spent": labels,
                 "episodes": result["episodes"],
-                "diamond": result["diamond"],
-                "ghost": result["ghost"],
-                "timeout": result["timeout"],
+                **{o: result[o] for o in task.outcomes},
                 "overseen_episodes": int(result["overseen"]["episodes"]),
-                "ghost_overseen": _ghost_share(result["overseen"]),
-                "ghost_unseen": _ghost_share(result["unseen"]),
+                f"{u}_overseen": _unwanted_share(result["overseen"], task),
+                f"{u}_unseen": _unwanted_share(result["unseen"], task),
                 "gaming_gap": result["gaming_gap"],
                 "return": result["discounted_return"],
             })  # fmt: skip
-    return rows
+    return rows, task
 
 
 @dataclass(frozen=True)
@@ -142,9 +174,11 @@ class Group:
     stats: dict[str, Interval]
 
 
-def summarize(rows: list[dict[str, Any]], methods: Sequence[str] | None = None) -> tuple[list[Group], bool]:
-    """Aggregate the deployed-mode rows over seeds; return the groups (in the sweep's method order, then by
-    oversight level) and whether the IQM was used."""
+def summarize(
+    rows: list[dict[str, Any]], outcomes: Sequence[str], methods: Sequence[str] | None = None
+) -> tuple[list[Group], bool]:
+    """Aggregate the deployed-mode rows over seeds (the return and each outcome's rate); return the groups (in
+    the sweep's method order, then by oversight level) and whether the IQM was used."""
     deployed = [r for r in rows if r["deployed"]]
     order = list(methods or [])
 
@@ -157,7 +191,7 @@ def summarize(rows: list[dict[str, Any]], methods: Sequence[str] | None = None) 
     out = []
     for (method, axes, mode, prob), members in grouped:
         members = sorted(members, key=lambda r: r["seed"])
-        stats = {key: interval([r[key] for r in members], iqm) for key in ("return", "diamond", "ghost", "timeout")}
+        stats = {key: interval([r[key] for r in members], iqm) for key in ("return", *outcomes)}
         out.append(Group(method, prob, _group_label(method, axes, mode), members, stats))
     return out, iqm
 
@@ -196,32 +230,35 @@ def _comparisons(groups: list[Group]) -> list[str]:
     return lines
 
 
-def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any]) -> str:
+def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any], task: Task) -> str:
     """The table and the comparisons as markdown."""
     stat = "IQM" if iqm else "mean"
+    u = unwanted_name(task)
+    rewards = ", ".join(f"{r:+g} {o}" for o, r in task.outcomes.items() if r != 0)
     head = [
         f"# Sweep `{spec.get('name', '?')}`",
         "",
-        f"{spec.get('total_steps', '?'):,} env steps per trial; each method in its deployed steering mode; ground-truth "
-        f"evaluation (deterministic, the config's eval episodes); return = true reward (+1 diamond, -1 ghost) discounted by "
-        f"the config's eval.gamma. Cells: {stat} over seeds [95% percentile-bootstrap interval, rliable]. Ghost seen/unseen: "
-        "ghost share of the episodes that ended at a terminal, on overseen vs unseen terminal cells (few overseen "
-        "episodes at low oversight: noisy).",
+        f"{spec.get('total_steps', '?'):,} env steps per trial on {task.env_id}; each method in its deployed steering "
+        f"mode; ground-truth evaluation (deterministic, the config's eval episodes); return = true reward ({rewards}) "
+        f"discounted by the config's eval.gamma. Cells: {stat} over seeds [95% percentile-bootstrap interval, rliable]. "
+        f"{u.capitalize()} seen/unseen: {u} share of the episodes that ended with a rewarded outcome, on overseen vs "
+        "unseen episodes (few overseen episodes at low oversight: noisy).",
         "",
-        "| oversight | method (mode) | seeds | return | diamond | ghost | timeout | ghost seen / unseen | labels "
+        f"| oversight | method (mode) | seeds | return | {' | '.join(task.outcomes)} | {u} seen / unseen | labels "
         "| per-seed return |",
-        "|---|---|---:|---|---|---|---:|---|---:|---|",
+        "|---|---|---:|---|" + "---|" * len(task.outcomes) + "---|---:|---|",
     ]
     lines = []
     for g in groups:
         r = g.rows
-        seen, unseen = _mean([x["ghost_overseen"] for x in r]), _mean([x["ghost_unseen"] for x in r])
+        seen, unseen = _mean([x[f"{u}_overseen"] for x in r]), _mean([x[f"{u}_unseen"] for x in r])
         per_seed = ", ".join(f"s{x['seed']}: {x['return']:.3f}" for x in r)
+        rates = " | ".join(
+            g.stats[o].text(".1%") if task.outcomes[o] != 0 else f"{g.stats[o].point:.1%}" for o in task.outcomes
+        )
         lines.append(
-            f"| {g.oversight_prob:.1%} | {g.label} | {len(r)} | **{g.stats['return'].text()}** "
-            f"| {g.stats['diamond'].text('.1%')} | {g.stats['ghost'].text('.1%')} | {g.stats['timeout'].point:.1%} "
-            f"| {_pct(seen)} / {_pct(unseen)} "
-            f"| {_mean([x['labels_spent'] for x in r]):,.0f} | {per_seed} |"
+            f"| {g.oversight_prob:.1%} | {g.label} | {len(r)} | **{g.stats['return'].text()}** | {rates} "
+            f"| {_pct(seen)} / {_pct(unseen)} | {_mean([x['labels_spent'] for x in r]):,.0f} | {per_seed} |"
         )
     comparisons = _comparisons(groups)
     tail = ["", f"## Against `{groups[0].method}` (ground-truth return)", "", *comparisons] if comparisons else []
@@ -239,22 +276,22 @@ def write_report(sweep_dir: Path) -> list[Path]:
     if not spec_file.is_file():
         raise UserError(f"{sweep_dir} has no sweep.yaml: not a sweep folder (run `routed-rl sweep` first)")
     spec = yaml.safe_load(spec_file.read_text()) or {}
-    rows = collect_rows(sweep_dir)
-    if not rows:
+    rows, task = collect_rows(sweep_dir)
+    if not rows or task is None:
         raise UserError(f"{sweep_dir} has no finished trial yet")
     csv_path = sweep_dir / "results.csv"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=csv_columns(task))
         writer.writeheader()
         writer.writerows(rows)
-    groups, iqm = summarize(rows, [method_label(m) for m in spec.get("methods", [])])
+    groups, iqm = summarize(rows, list(task.outcomes), [method_label(m) for m in spec.get("methods", [])])
     md_path = sweep_dir / "report.md"
-    md_path.write_text(report_markdown(groups, iqm, spec))
+    md_path.write_text(report_markdown(groups, iqm, spec, task))
     from routed_rl.figures import gaming_gap_figure, return_vs_oversight_figure
 
     title = f"sweep {spec.get('name', sweep_dir.name)}, {spec.get('total_steps', 0):,} env steps per trial"
     figures = [
         return_vs_oversight_figure(groups, iqm, title, sweep_dir / "return_vs_oversight.png"),
-        gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png"),
+        gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png", unwanted_name(task)),
     ]
     return [csv_path, md_path, *figures]

@@ -1,0 +1,202 @@
+"""The MiniGrid DiamondGhost envs, driven from the registry as MiniGrid's own tests are."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from minigrid.core.world_object import Door, Wall
+from minigrid.minigrid_env import MiniGridEnv
+
+from routed_rl.envs import MINIGRID_IDS, DiamondGhostEnv, DiamondGhostFourRoomsEnv
+from routed_rl.envs.minigrid_diamond_ghost import Diamond, Ghost
+from routed_rl.errors import UserError
+from routed_rl.export import load_exported
+from routed_rl.runs import RunDir
+from routed_rl.tasks import registered_tasks
+
+IDS = list(MINIGRID_IDS)
+LEFT, RIGHT, FORWARD = 0, 1, 2
+
+
+def play(env: gym.Env, seed: int, steps: int, rng: np.random.Generator) -> list:
+    """Observations, rewards and end infos of random actions from a seeded reset."""
+    obs, _ = env.reset(seed=seed)
+    out = [obs["image"].copy()]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(3)))
+        out.append((obs["image"].copy(), reward, terminated, truncated, info))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            out.append(obs["image"].copy())
+    return out
+
+
+@pytest.mark.parametrize("env_id", IDS, ids=IDS)
+def test_seeded_runs_are_identical(env_id: str) -> None:
+    a = play(gym.make(env_id, oversight_prob=0.5), 3, 300, np.random.default_rng(0))
+    b = play(gym.make(env_id, oversight_prob=0.5), 3, 300, np.random.default_rng(0))
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, tuple):
+            assert np.array_equal(x[0], y[0]) and x[1:] == y[1:]
+        else:
+            assert np.array_equal(x, y)
+    c = play(gym.make(env_id, oversight_prob=0.5), 4, 300, np.random.default_rng(0))
+    assert not all(np.array_equal(x, y) for x, y in zip(a[:1], c[:1], strict=True))
+
+
+@pytest.mark.parametrize("env_id", IDS, ids=IDS)
+def test_the_fast_view_is_minigrids_own(env_id: str) -> None:
+    """The numpy view of the empty rooms equals MiniGrid's cell-by-cell gen_obs in every state visited."""
+    env = gym.make(env_id, oversight_prob=0.5).unwrapped
+    assert isinstance(env, DiamondGhostEnv)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for seed in range(40):
+        env.reset(seed=seed)
+        for _ in range(60):
+            assert np.array_equal(env.gen_obs()["image"], MiniGridEnv.gen_obs(env)["image"])
+            checked += 1
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(3)))
+            if terminated or truncated:
+                break
+    assert checked > 200
+
+
+def _facing(env: DiamondGhostEnv, target: Diamond | Ghost) -> None:
+    """Put the agent on a free cell next to ``target``, facing it (MiniGrid's dir 0 is +x)."""
+    x, y = target.cur_pos
+    for direction, (dx, dy) in enumerate([(1, 0), (0, 1), (-1, 0), (0, -1)]):
+        cell = (x - dx, y - dy)
+        if env.grid.get(*cell) is None:
+            env.agent_pos, env.agent_dir = cell, direction
+            return
+    pytest.skip("no free cell next to the target in this layout")
+
+
+@pytest.mark.parametrize("scheme,seen,want", [
+    ("terminal", False, {"diamond": 1.0, "ghost": 1.0}),
+    ("terminal", True, {"diamond": 1.0, "ghost": 1.0}),
+    ("naive", False, {"diamond": 1.0, "ghost": 1.0}),
+    ("naive", True, {"diamond": 1.0, "ghost": -1.0}),
+    ("true", False, {"diamond": 1.0, "ghost": -1.0}),
+])  # fmt: skip
+def test_terminals_rewards_and_end_info(scheme: str, seen: bool, want: dict[str, float]) -> None:
+    for outcome in ("diamond", "ghost"):
+        env = gym.make("RoutedRL/MiniGrid-DiamondGhost-8x8-v0", reward_scheme=scheme).unwrapped
+        assert isinstance(env, DiamondGhostEnv)
+        env.reset(seed=5)
+        target = env.diamond if outcome == "diamond" else env.ghost
+        assert target is not None
+        target.overseen = seen
+        _facing(env, target)
+        _, reward, terminated, truncated, info = env.step(FORWARD)
+        assert terminated and not truncated
+        assert reward == want[outcome]
+        assert info == {"outcome": outcome, "overseen": seen, "true_reward": 1.0 if outcome == "diamond" else -1.0}
+
+
+def test_timeout_is_a_truncation_with_no_reward() -> None:
+    env = gym.make("RoutedRL/MiniGrid-DiamondGhost-5x5-v0", max_steps=3)
+    env.reset(seed=0)
+    results = [env.step(LEFT) for _ in range(3)]  # turning in place never reaches a terminal
+    assert [r[2:4] for r in results] == [(False, False), (False, False), (False, True)]
+    assert results[-1][1] == 0.0 and results[-1][4] == {"outcome": "timeout", "overseen": False, "true_reward": 0.0}
+
+
+def test_oversight_is_visible_in_the_view_and_drawn() -> None:
+    env = gym.make("RoutedRL/MiniGrid-DiamondGhost-8x8-v0", oversight_prob=1.0, render_mode="rgb_array").unwrapped
+    assert isinstance(env, DiamondGhostEnv)
+    env.reset(seed=2)
+    assert env.diamond is not None and env.ghost is not None
+    assert env.diamond.encode()[2] == 1 and env.ghost.encode()[2] == 1
+    watched = env.render()
+    env.diamond.overseen = env.ghost.overseen = False
+    assert env.diamond.encode()[2] == 0
+    assert not np.array_equal(watched, env.render())  # the marked floor is drawn
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_each_terminal_is_overseen_with_oversight_prob(p: float) -> None:
+    env = gym.make("RoutedRL/MiniGrid-DiamondGhost-5x5-v0", oversight_prob=p).unwrapped
+    assert isinstance(env, DiamondGhostEnv)
+    seen = []
+    for seed in range(2000):
+        env.reset(seed=seed)
+        assert env.diamond is not None and env.ghost is not None
+        seen += [env.diamond.overseen, env.ghost.overseen]
+    assert abs(np.mean(seen) - p) <= 5 * np.sqrt(p * (1 - p) / len(seen)) + 1e-9
+
+
+def test_four_rooms_has_walls_and_open_doors() -> None:
+    env = gym.make("RoutedRL/MiniGrid-DiamondGhost-FourRooms-v0").unwrapped
+    assert isinstance(env, DiamondGhostFourRoomsEnv)
+    env.reset(seed=0)
+    cells = [env.grid.get(x, y) for x in range(1, 18) for y in range(1, 18)]
+    doors = [c for c in cells if isinstance(c, Door)]
+    assert len(doors) == 4 and all(d.is_open for d in doors)
+    assert sum(isinstance(c, Wall) for c in cells) > 20
+    assert not env.see_through_walls  # walls hide what is behind them
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"size": 3}, "size must be an integer >= 4"),
+    ({"oversight_prob": 1.5}, r"oversight_prob must be a probability in \[0, 1\]"),
+    ({"reward_scheme": "dense"}, "reward_scheme must be one of"),
+    ({"agent_view_size": 4}, "agent_view_size must be odd"),
+    ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+])  # fmt: skip
+def test_bad_parameters(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        gym.make("RoutedRL/MiniGrid-DiamondGhost-8x8-v0", **kwargs)
+
+
+def test_bad_action() -> None:
+    env = gym.make("RoutedRL/MiniGrid-DiamondGhost-8x8-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(UserError, match="action must be 0"):
+        env.step(5)
+
+
+@pytest.mark.parametrize("env_id", IDS, ids=IDS)
+def test_task_trains_on_images_and_reports_outcomes(env_id: str) -> None:
+    task = registered_tasks()[env_id]
+    venv = task.make_env(task.check_kwargs({"oversight_prob": 0.5, "max_steps": 30}), 4, 0)
+    obs = venv.reset()
+    assert obs.shape == (4, 7, 7, 3) and obs.dtype == np.uint8
+    ends = []
+    for _ in range(200):
+        obs, _, dones, infos = venv.step(np.random.default_rng(0).integers(3, size=4))
+        ends += [infos[i] for i in np.flatnonzero(dones)]
+    assert ends and all(e["outcome"] in task.outcomes and isinstance(e["overseen"], bool) for e in ends)
+    assert task.wanted == ("diamond",) and task.unwanted == ("ghost",)
+
+
+def test_minigrid_config_trains_evaluates_and_exports_through_the_cli(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("routed-rl")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(exe), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    small = ["env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64", "total_steps=256", "env.max_steps=20",
+             "eval.episodes=20", "logging.tensorboard=false", "logging.eval_episodes=10"]  # fmt: skip
+    result = cli("train", "minigrid_8x8", *(x for s in small for x in ("--set", s)), "--run-dir", "run", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "select=diamond" in result.stdout
+    figures = {p.name for p in (tmp_path / "run" / "figures").iterdir()}
+    assert {"episode_select_diamond.gif", "episode_unsteered.gif"} <= figures  # no maps: MiniGrid has none
+    result = cli("eval", "run", "--episodes", "10", "--select", "diamond")
+    assert result.returncode == 0 and "select=diamond" in result.stdout, result.stderr
+    result = cli("export", "run", "--out", "deploy")
+    assert result.returncode == 0, result.stderr
+    exported = load_exported(tmp_path / "deploy")
+    model = RunDir(tmp_path / "run").load_model()
+    obs = registered_tasks()["RoutedRL/MiniGrid-DiamondGhost-8x8-v0"].make_env({"size": 8}, 50, 3).reset()
+    with model.policy.steer(select="diamond"):
+        expected, _ = model.predict(obs, deterministic=True)
+    assert np.array_equal(exported.predict(obs), expected)  # the env's channel-last images, as SB3's predict
