@@ -3,7 +3,8 @@
 Both train on the batched OversightGrid with the same n_envs, n_steps, batch size and epochs, in this
 process, alternating over rounds; the figure to trust on a noisy machine is the ratio. Peak RSS is read
 after the first RoutedPPO run, before SB3's PPO has run.
-Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--config NAME]``.
+Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--config NAME] [--set key=value ...]``
+(e.g. ``--set "policy.expert_names=[a, b, c, d]"`` for four experts; SB3's PPO keeps one actor of the same widths).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300_000, help="env steps per run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--config", default="default")
+    parser.add_argument("--set", action="append", default=[], help="config override key.path=value (repeatable)")
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_config(args.config, args.set)
     widths = config.policy.expert_arch
     shared = config.ppo.model_dump(exclude={"device"})
     device = training_device(config)

@@ -112,7 +112,18 @@ DEFINING_KEYS = {
 
 
 def test_the_baselines_are_built_in() -> None:
-    assert set(builtin_configs()) == BASELINES
+    assert set(builtin_configs()) == BASELINES | {"minigrid_8x8", "minigrid_fourrooms"}
+
+
+MINIGRID_BASELINES = Path(__file__).parents[1] / "benchmarks" / "minigrid"
+
+
+@pytest.mark.parametrize("name", ["naive", "oracle"])
+def test_minigrid_baselines_differ_from_minigrid_8x8_as_the_builtin_ones_from_default(name: str) -> None:
+    """The MiniGrid benchmark's naive and oracle change exactly what `naive` and `oracle` change."""
+    minigrid = load_config("minigrid_8x8").model_dump()
+    mine = load_config(MINIGRID_BASELINES / f"{name}.yaml").model_dump()
+    assert _differences(mine, minigrid) == DEFINING_KEYS[name]
 
 
 @pytest.mark.parametrize("name", sorted(DEFINING_KEYS), ids=sorted(DEFINING_KEYS))
