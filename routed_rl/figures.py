@@ -27,6 +27,7 @@ __all__ = [
     "gaming_gap_figure",
     "new_figure",
     "return_vs_oversight_figure",
+    "save_figure",
     "save_gif",
     "save_png",
     "to_image",
@@ -51,7 +52,8 @@ def to_image(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write the figure as PNG (tight bounding box)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
@@ -77,10 +79,10 @@ def return_vs_oversight_figure(groups: list[Group], iqm: bool, title: str, path:
                  "interval over seeds", fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def gaming_gap_figure(groups: list[Group], title: str, path: Path, unwanted: str = "ghost") -> Path:
+def gaming_gap_figure(groups: list[Group], title: str, path: Path, unwanted: str) -> Path:
     """Per oversight level, each method's ``unwanted`` share of the episodes with an outcome, overseen vs unseen."""
     levels = sorted({g.oversight_prob for g in groups})
     fig = new_figure((4.2 * len(levels) + 1, 4.6))
@@ -105,7 +107,7 @@ def gaming_gap_figure(groups: list[Group], title: str, path: Path, unwanted: str
     handles, _ = axes[0][0].get_legend_handles_labels()
     fig.legend(handles=[*handles, seed_dot], loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Behaving only when watched: {unwanted} rate on overseen vs unseen episodes\n{title}", fontsize=10, x=0.4)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_png(image: np.ndarray, path: Path) -> Path:

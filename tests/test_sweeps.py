@@ -301,3 +301,27 @@ def test_interval_uses_the_iqm_with_enough_seeds() -> None:
     assert (single.point, single.low, single.high, single.text()) == (0.5, 0.5, 0.5, "0.500 (1 seed)")
     spread = interval(list(np.linspace(0, 1, 20)))
     assert spread.low < 0.5 < spread.high and spread.high - spread.low < 0.4
+
+
+def test_learning_curves_read_the_periodic_evaluations_back_from_tensorboard(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": "curves", "methods": ["default"], "total_steps": 1000}))
+    for seed, (first, second) in enumerate([(0.2, 0.6), (0.4, 0.8)]):
+        _fake_trial(out, "default", 0.01, seed, 0.5, ghost=0.1)
+        run = RunDir(out / f"default__p0.01__s{seed}")
+        config = load_config(run.load_config().model_dump(mode="json"), ["logging.eval_every=500", "logging.eval_episodes=50"])
+        run.write_config(config, "test")
+        writer = SummaryWriter(str(run.tensorboard / "routed_ppo_1"))
+        for step, diamond in ((512 + seed * 8, first), (1024 + seed * 8, second)):  # steps land past eval_every's multiples
+            for key, value in (("diamond", diamond), ("ghost", 1 - diamond), ("timeout", 0.0), ("discounted_return", 0.0)):
+                writer.add_scalar(f"eval/select=diamond/{key}", value, step)
+        writer.close()
+    paths = write_report(out)
+    assert [p.name for p in paths][-2:] == ["curves.csv", "learning_curves.png"]
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    assert len(rows) == 4 and {r["round"] for r in rows} == {"1", "2"}
+    text = (out / "report.md").read_text()
+    assert "| default (select=diamond) | 1.0% | 30% / 70% | 70% / 30% |" in text  # means over the two seeds

@@ -9,7 +9,9 @@ Writes into the sweep folder:
   against the sweep's first method;
 - ``return_vs_oversight.png``: ground-truth return against oversight level, one line and band per method;
 - ``gaming_gap.png``: the unwanted outcome's rate (the ghost) on overseen vs unseen episodes per method and
-  oversight level.
+  oversight level;
+- ``curves.csv``, ``learning_curves.png`` and a table in ``report.md``: the deployed mode's outcome rates at
+  each periodic evaluation during training (:mod:`routed_rl.sweeps.curves`), unfinished trials included.
 
 Intervals are rliable's percentile bootstrap over seeds (one task, so the stratified bootstrap is a plain
 one) of the mean, or of the interquartile mean (IQM) when every group has at least
@@ -284,14 +286,19 @@ def write_report(sweep_dir: Path) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=csv_columns(task))
         writer.writeheader()
         writer.writerows(rows)
-    groups, iqm = summarize(rows, list(task.outcomes), [method_label(m) for m in spec.get("methods", [])])
-    md_path = sweep_dir / "report.md"
-    md_path.write_text(report_markdown(groups, iqm, spec, task))
+    methods = [method_label(m) for m in spec.get("methods", [])]
+    groups, iqm = summarize(rows, list(task.outcomes), methods)
     from routed_rl.figures import gaming_gap_figure, return_vs_oversight_figure
+    from routed_rl.sweeps.curves import write_curves
 
     title = f"sweep {spec.get('name', sweep_dir.name)}, {spec.get('total_steps', 0):,} env steps per trial"
     figures = [
         return_vs_oversight_figure(groups, iqm, title, sweep_dir / "return_vs_oversight.png"),
         gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png", unwanted_name(task)),
     ]
-    return [csv_path, md_path, *figures]
+    curve_files, curve_lines = write_curves(sweep_dir, task, methods, title)
+    md_path = sweep_dir / "report.md"
+    md_path.write_text(
+        report_markdown(groups, iqm, spec, task) + ("\n" + "\n".join(curve_lines) + "\n" if curve_lines else "")
+    )
+    return [csv_path, md_path, *figures, *curve_files]
