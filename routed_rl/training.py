@@ -163,6 +163,9 @@ def _reopen_run(run: RunDir, overrides: list[str], command: str) -> tuple[RunDir
     _set_threads(config)
     run.remove_stale_temporaries()
     model, skipped = run.resumable_model(device=training_device(config))
+    # the saved model remembers where it was first trained; a run folder may have moved since (a sweep trial
+    # shipped back from Ray or another machine), so TensorBoard goes on in this folder
+    model.tensorboard_log = str(run.tensorboard) if config.logging.tensorboard else None
     for reason in skipped:
         print(f"warning: passed over a checkpoint: {reason}", file=sys.stderr)
     dropped = run.truncate_labels(model.num_timesteps)

@@ -142,6 +142,19 @@ def test_resume_with_no_steps_left_finishes_the_run(tmp_path: Path) -> None:
     assert run.model.is_file() and run.eval.is_file() and run.load_model().num_timesteps == 1024
 
 
+def test_a_moved_run_folder_resumes_logging_into_itself(tmp_path: Path) -> None:
+    """A run folder shipped from elsewhere (a sweep trial back from Ray or another machine) keeps its
+    TensorBoard events in the folder, not at the path where it was first trained."""
+    assert _small_run(tmp_path, 1024, name="first/s").returncode == 0
+    (tmp_path / "first" / "s").rename(tmp_path / "moved")
+    (tmp_path / "first").rmdir()
+    result = cli("train", "--resume", "moved", "--total-steps", "2048", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "first").exists()
+    events = sorted((tmp_path / "moved" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len(events) == 2 and len({e.parent for e in events}) == 1  # the same TensorBoard run, continued
+
+
 def test_resume_after_a_crash_trains_every_rollout_and_keeps_the_label_log_exact(tmp_path: Path) -> None:
     """kill -9 after a checkpoint: labels logged after it are dropped, the newest corrupt checkpoint and stale
     temporary files are passed over, and the resumed run ends at exactly its step count."""
