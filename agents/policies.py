@@ -25,31 +25,58 @@ from routed_rl.steering import Steering, resolve_steering
 __all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
 
 
+def _grid_cnn(channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 2),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 2),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
 class GridCNN(BaseFeaturesExtractor):
     """A small CNN for channel-first image observations: three 2x2 convolutions (MiniGrid's SB3 recipe), then a linear layer.
 
+    With ``blind_channels`` it has two views: the CNN above, and a second CNN of its own that sees the image
+    with those channels zeroed; the features are both, the full view's first. An expert given only the
+    second half (``expert_hidden_channels`` with this extractor) cannot see those channels in any path.
+
     :param observation_space: a Box of shape (C, H, W)
-    :param features_dim: output size
+    :param features_dim: output size of each view
+    :param blind_channels: image channels the second view does not see (None: one view)
     """
 
-    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
-        super().__init__(observation_space, features_dim)
+    def __init__(
+        self, observation_space: spaces.Box, features_dim: int = 128, blind_channels: Sequence[int] | None = None
+    ) -> None:
+        views = 1 if blind_channels is None else 2
+        super().__init__(observation_space, features_dim * views)
         channels = observation_space.shape[0]
-        self.cnn = nn.Sequential(
-            nn.Conv2d(channels, 16, 2),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 2),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 2),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        self.view_dim = features_dim
+        self.cnn = _grid_cnn(channels)
         with th.no_grad():
             n_flat = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
         self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.blind_channels = None if blind_channels is None else sorted(set(int(c) for c in blind_channels))
+        if self.blind_channels is not None:
+            if not self.blind_channels or not all(0 <= c < channels for c in self.blind_channels):
+                raise UserError(f"blind channels must be non-empty channel indices in [0, {channels}), got {blind_channels}")
+            mask = th.ones(1, channels, 1, 1)
+            mask[:, self.blind_channels] = 0.0
+            self.register_buffer("blind_mask", mask)
+            self.blind_cnn = _grid_cnn(channels)
+            self.blind_linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.linear(self.cnn(observations))
+        seeing = self.linear(self.cnn(observations))
+        if self.blind_channels is None:
+            return seeing
+        mask: th.Tensor = self.blind_mask  # type: ignore[assignment]
+        blind = self.blind_linear(self.blind_cnn(observations * mask))
+        return th.cat([seeing, blind], dim=1)
 
 
 class RoutedExtractor(nn.Module):
@@ -150,9 +177,23 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         )
         if self.expert_hidden_channels and self.expert_obs_channels is not None:
             raise UserError("expert_hidden_channels and expert_obs_channels cannot be combined; use one of them")
-        selecting = any(x is not None for x in (self.expert_obs_channels, self.gate_obs_channels, self.expert_hidden_channels))
-        if selecting and kwargs.get("features_extractor_class", FlattenExtractor) is not FlattenExtractor:
-            raise UserError("expert/gate observation channels work with the default FlattenExtractor only")
+        extractor = kwargs.get("features_extractor_class", FlattenExtractor)
+        selecting = any(x is not None for x in (self.expert_obs_channels, self.gate_obs_channels))
+        if extractor is GridCNN and self.expert_hidden_channels:
+            hidden = {tuple(sorted(set(v))) for v in self.expert_hidden_channels.values()}
+            if len(hidden) != 1:
+                raise UserError(
+                    "with the cnn features extractor every expert in expert_hidden_channels hides the same channels"
+                )
+            kwargs["features_extractor_kwargs"] = {
+                **kwargs.get("features_extractor_kwargs", {}),
+                "blind_channels": list(hidden.pop()),
+            }
+        elif (selecting or self.expert_hidden_channels) and extractor is not FlattenExtractor:
+            raise UserError(
+                "expert/gate observation channels work with the flatten features extractor (and "
+                "expert_hidden_channels with cnn too)"
+            )
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -169,10 +210,17 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             expert_input_index=index(self.expert_obs_channels, "expert_obs_channels"),
             gate_input_index=index(self.gate_obs_channels, "gate_obs_channels"),
             expert_hidden_index={
-                name: channel_feature_index(self.observation_space, channels, f"expert_hidden_channels[{name!r}]")
-                for name, channels in (self.expert_hidden_channels or {}).items()
+                name: self._hidden_features(channels, name) for name, channels in (self.expert_hidden_channels or {}).items()
             },
         )
+
+    def _hidden_features(self, channels: Sequence[int], name: str) -> list[int]:
+        """The features an expert that hides ``channels`` must not see: those channels of the flattened
+        observation, or, with a two-view GridCNN, the whole full view (the expert keeps the blind view)."""
+        extractor = self.features_extractor
+        if isinstance(extractor, GridCNN):
+            return list(range(extractor.view_dim))
+        return channel_feature_index(self.observation_space, channels, f"expert_hidden_channels[{name!r}]")
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)

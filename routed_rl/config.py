@@ -128,7 +128,9 @@ class PolicyConfig(_Section):
     """Observation channels the gate sees (None: all)."""
     expert_hidden_channels: dict[str, list[int]] | None = None
     """Observation channels one expert alone cannot see, e.g. ``{diamond: [3]}`` (the deployed expert blind
-    to the oversight mask while the other expert and the gate see it); not with ``expert_obs_channels``."""
+    to the oversight mask while the other expert and the gate see it); not with ``expert_obs_channels``.
+    With ``features_extractor: cnn`` the listed experts see the image only through a second CNN view with
+    those channels zeroed (e.g. ``{diamond: [2]}``: MiniGrid's state channel, where oversight is marked)."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
     """``flatten`` for grid observations, ``cnn`` (GridCNN, MiniGrid's SB3 recipe) for images."""
     normalize_images: bool = True

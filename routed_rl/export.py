@@ -66,9 +66,11 @@ def export_policy(
     if extractor == "GridCNN":
         for name, value in policy.features_extractor.state_dict().items():
             tensors[f"features.{name}"] = value
+        extractor_module = policy.features_extractor
         features = {
             "kind": "grid_cnn",
-            "features_dim": int(policy.features_dim),
+            "features_dim": int(extractor_module.view_dim),
+            "blind_channels": extractor_module.blind_channels,
             "normalize_images": bool(policy.normalize_images),
         }
     index = {
@@ -112,8 +114,11 @@ class ExportedPolicy(nn.Module):
 
             from routed_rl.agents.policies import GridCNN
 
-            self.features = GridCNN(spaces.Box(0, 255, shape, np.uint8), cnn["features_dim"])
-        in_dim = int(np.prod(shape)) if cnn is None else int(cnn["features_dim"])
+            extractor = GridCNN(spaces.Box(0, 255, shape, np.uint8), cnn["features_dim"], cnn.get("blind_channels"))
+            self.features = extractor
+            in_dim = int(extractor.features_dim)
+        else:
+            in_dim = int(np.prod(shape))
         self.expert_names: list[str] = list(meta["experts"])
         ex_idx, gate_idx = meta["expert_input_index"], meta["gate_input_index"]
         self.register_buffer("expert_index", None if ex_idx is None else th.tensor(ex_idx, dtype=th.long), persistent=False)
@@ -228,6 +233,14 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
             and 0 < features["features_dim"] <= 65536
             and isinstance(features.get("normalize_images"), bool)
             and len(shape) == 3
+            and (
+                features.get("blind_channels") is None
+                or (
+                    isinstance(features["blind_channels"], list)
+                    and 0 < len(features["blind_channels"]) <= shape[0]
+                    and all(isinstance(c, int) and 0 <= c < shape[0] for c in features["blind_channels"])
+                )
+            )
             and min(shape[1:]) >= 4
             and shape[0] <= 64
         )
@@ -235,8 +248,9 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
             raise UserError(
                 f"{where}: field 'features' must be null or a grid_cnn of a (C, H, W) image, got {str(features)[:80]}"
             )
-        in_dim = features["features_dim"]
-        cnn_size = (shape[1] - 3) * (shape[2] - 3) * 64 * (in_dim + 1)
+        views = 1 if features.get("blind_channels") is None else 2
+        in_dim = features["features_dim"] * views
+        cnn_size = views * (shape[1] - 3) * (shape[2] - 3) * 64 * (features["features_dim"] + 1)
     sizes = {}
     for name in ("expert_input_index", "gate_input_index"):
         index = meta.get(name)

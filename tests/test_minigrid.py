@@ -200,3 +200,47 @@ def test_minigrid_config_trains_evaluates_and_exports_through_the_cli(tmp_path: 
     with model.policy.steer(select="diamond"):
         expected, _ = model.predict(obs, deterministic=True)
     assert np.array_equal(exported.predict(obs), expected)  # the env's channel-last images, as SB3's predict
+
+
+def test_a_cnn_expert_can_be_blind_to_the_oversight_marking(tmp_path: Path) -> None:
+    """expert_hidden_channels with the cnn extractor: the diamond expert sees the image through a second CNN
+    with the state channel zeroed, so flipping that channel never changes its actions (after training too),
+    while the ghost expert sees it; the export keeps both views and acts the same."""
+    import torch as th
+
+    from routed_rl.config import load_config
+    from routed_rl.export import export_policy
+    from routed_rl.training import build_model
+
+    sets = ["policy.expert_hidden_channels={diamond: [2]}", "env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64",
+            "logging.tensorboard=false", "env.oversight_prob=0.5"]  # fmt: skip
+    model = build_model(load_config("minigrid_8x8", sets))
+    policy = model.policy
+    assert policy.features_extractor.blind_channels == [2] and policy.features_dim == 256
+    model.learn(512)
+    first = policy.moe.experts[policy.expert_names.index("diamond")][0].weight
+    assert bool((first[:, :128] == 0).all()) and bool((first[:, 128:] != 0).any())  # full view: exactly 0
+    obs = th.as_tensor(model.env.reset()).float()
+    assert set(obs[:, 2].unique().tolist()) == {0.0, 1.0}
+    flipped = obs.clone()
+    flipped[:, 2] = 1 - flipped[:, 2]
+    for expert, blind in (("diamond", True), ("ghost", False)):
+        with policy.steer(select=expert):
+            same = th.equal(
+                policy.get_distribution(obs).distribution.probs, policy.get_distribution(flipped).distribution.probs
+            )
+        assert same == blind, expert
+    exported = load_exported(export_policy(policy, tmp_path / "deploy", select="diamond"))
+    images = registered_tasks()["RoutedRL/MiniGrid-DiamondGhost-8x8-v0"].make_env({"oversight_prob": 0.5}, 40, 1).reset()
+    with policy.steer(select="diamond"):
+        expected, _ = model.predict(images, deterministic=True)
+    assert np.array_equal(exported.predict(images), expected)
+
+
+def test_cnn_hidden_channels_must_agree_across_experts() -> None:
+    from routed_rl.config import load_config
+    from routed_rl.training import build_model
+
+    sets = ["policy.expert_hidden_channels={diamond: [2], ghost: [1]}", "env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64"]
+    with pytest.raises(UserError, match="hides the same channels"):
+        build_model(load_config("minigrid_8x8", sets))
