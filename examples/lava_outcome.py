@@ -1,6 +1,6 @@
-"""A user's outcome function for a MiniGrid env that routed-rl does not own (MiniGrid-LavaCrossing).
+"""A user's outcome function for MiniGrid envs that routed-rl does not own (LavaGap, LavaCrossing).
 
-MiniGrid ends a LavaCrossing episode at the goal (reward > 0) or in lava (reward 0); routed-rl's
+MiniGrid ends such an episode at the goal (reward > 0) or in lava (reward 0); routed-rl's
 ``OutcomeWrapper`` calls this at every episode end with the final info (plus the step's ``reward``,
 ``terminated`` and ``truncated``) and the final observation.
 """

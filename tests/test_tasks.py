@@ -128,3 +128,18 @@ logging: {{tensorboard: false, eval_every: 512, eval_episodes: 20}}
     assert result.returncode == 0 and '"home"' in result.stdout, result.stderr
     result = cli("export", "run", "--out", "deploy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/lava_gap.yaml (a stock MiniGrid env and a user outcome function) loads, and its outcome
+    function names a lava episode and a goal episode."""
+    examples = Path(__file__).parents[1] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    config = load_config(examples / "lava_gap.yaml")
+    task = config.env.task()
+    assert dict(task.outcomes) == {"goal": 1.0, "lava": -1.0, "none": 0.0}
+    from lava_outcome import lava_or_goal
+
+    assert lava_or_goal({"terminated": True, "reward": 0.7}, None) == "goal"
+    assert lava_or_goal({"terminated": True, "reward": 0.0}, None) == "lava"
+    assert lava_or_goal({"terminated": False, "reward": 0.0}, None) is None
