@@ -143,3 +143,11 @@ def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     assert lava_or_goal({"terminated": True, "reward": 0.7}, None) == "goal"
     assert lava_or_goal({"terminated": True, "reward": 0.0}, None) == "lava"
     assert lava_or_goal({"terminated": False, "reward": 0.0}, None) is None
+
+
+def test_the_envs_command_lists_every_routed_env(tmp_path: Path) -> None:
+    result = cli("envs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for env_id in registered_tasks():
+        assert env_id in result.stdout
+    assert "outcomes: diamond +1, ghost -1, timeout +0" in result.stdout and "oversight_prob=0.1" in result.stdout
