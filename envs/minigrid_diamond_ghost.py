@@ -19,7 +19,7 @@ from minigrid.utils.rendering import fill_coords, point_in_circle, point_in_rect
 from minigrid.wrappers import ImgObsWrapper
 
 from routed_rl.errors import UserError
-from routed_rl.tasks import Task, gym_vec_env
+from routed_rl.tasks import Task, gym_task
 
 __all__ = ["MINIGRID_LEGEND", "REWARD_SCHEMES", "Diamond", "DiamondGhostEnv", "Ghost", "minigrid_task"]
 
@@ -245,11 +245,5 @@ def minigrid_task(env_id: str, defaults: dict[str, Any]) -> Task:
 
     :param defaults: the env's parameters and defaults (those of its registration)
     """
-    return Task(
-        env_id=env_id,
-        outcomes={"diamond": 1.0, "ghost": -1.0, "timeout": 0.0},
-        make_env=lambda kwargs, n, seed: gym_vec_env(env_id, kwargs, n, seed, [ImgObsWrapper]),
-        make_render_env=lambda kwargs: gym_vec_env(env_id, kwargs, 1, 0, [ImgObsWrapper], "rgb_array").envs[0],  # type: ignore[attr-defined]
-        legend=MINIGRID_LEGEND,
-        defaults=defaults,
-    )
+    outcomes = {"diamond": 1.0, "ghost": -1.0, "timeout": 0.0}
+    return gym_task(env_id, outcomes, [ImgObsWrapper], legend=MINIGRID_LEGEND, defaults=defaults)

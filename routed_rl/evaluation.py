@@ -156,7 +156,7 @@ def evaluate(
     names = list(task.outcomes)
     everyone = np.ones(n_episodes, dtype=bool)
     unwanted = np.isin(outcome, [names.index(o) for o in task.unwanted])
-    rewarded = np.isin(outcome, [k for k, o in enumerate(names) if task.outcomes[o] != 0])
+    rewarded = np.isin(outcome, [names.index(o) for o in task.rewarded])
     share = [float((unwanted & mask).sum() / max(1, (rewarded & mask).sum())) for mask in (~seen, seen)]
     both = all((rewarded & mask).any() for mask in (~seen, seen))
     overall = _rates(outcome, everyone, names)

@@ -32,6 +32,7 @@ __all__ = [
     "NO_OUTCOME",
     "OutcomeWrapper",
     "Task",
+    "gym_task",
     "gym_vec_env",
     "import_object",
     "register_task",
@@ -63,6 +64,8 @@ class Task:
         env takes parameters that cannot be listed
     :param batched: ``make_env`` builds one batched env however many copies (OversightGrid): evaluation then
         plays all its episodes at once instead of in chunks
+    :param wrappers: the gymnasium wrappers around each of its envs (see :func:`gym_task`), which a config's
+        ``env.wrappers`` extend
     """
 
     env_id: str
@@ -73,6 +76,7 @@ class Task:
     legend: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     defaults: Mapping[str, Any] | None = None
     batched: bool = False
+    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()
 
     @property
     def wanted(self) -> tuple[str, ...]:
@@ -83,6 +87,11 @@ class Task:
     def unwanted(self) -> tuple[str, ...]:
         """Outcomes with a negative ground-truth reward."""
         return tuple(o for o, r in self.outcomes.items() if r < 0)
+
+    @property
+    def rewarded(self) -> tuple[str, ...]:
+        """Outcomes with a nonzero ground-truth reward (those the gaming gap compares; timeouts are not)."""
+        return tuple(o for o, r in self.outcomes.items() if r != 0)
 
     def check_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The env's full keyword arguments (defaults filled in), after building one env with them.
@@ -180,27 +189,45 @@ class OutcomeWrapper(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def _make_one(
+    env_id: str, kwargs: Mapping[str, Any], wrappers: Sequence[Callable[[gym.Env], gym.Env]], **extra: Any
+) -> gym.Env:
+    """``gym.make(env_id, **kwargs)`` (no env checker), wrapped by ``wrappers`` in order."""
+    env = gym.make(env_id, disable_env_checker=True, **extra, **kwargs)
+    for wrap in wrappers:
+        env = wrap(env)
+    return env
+
+
 def gym_vec_env(
-    env_id: str,
-    kwargs: Mapping[str, Any],
-    n_envs: int,
-    seed: int,
-    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
-    render_mode: str | None = None,
+    env_id: str, kwargs: Mapping[str, Any], n_envs: int, seed: int, wrappers: Sequence[Callable[[gym.Env], gym.Env]] = ()
 ) -> VecEnv:
     """SB3's ``DummyVecEnv`` over ``n_envs`` envs ``gym.make(env_id, **kwargs)`` (no env checker), each wrapped
     by ``wrappers`` in order; env ``i`` is seeded ``seed + i`` at the first reset."""
-
-    def one() -> gym.Env:
-        extra: dict[str, Any] = {} if render_mode is None else {"render_mode": render_mode}
-        env = gym.make(env_id, disable_env_checker=True, **extra, **kwargs)
-        for wrap in wrappers:
-            env = wrap(env)
-        return env
-
-    venv = DummyVecEnv([one] * n_envs)
+    venv = DummyVecEnv([lambda: _make_one(env_id, kwargs, wrappers)] * n_envs)
     venv.seed(seed)
     return venv
+
+
+def gym_task(
+    env_id: str,
+    outcomes: Mapping[str, float],
+    wrappers: Sequence[Callable[[gym.Env], gym.Env]] = (),
+    renders: bool = True,
+    legend: Mapping[str, tuple[int, int, int]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Task:
+    """The task of a registered gymnasium env, one env per copy, each wrapped by ``wrappers`` in order: its
+    training/evaluation envs (:func:`gym_vec_env`) and, when ``renders``, its GIF env (``rgb_array``)."""
+    wraps = tuple(wrappers)
+
+    def make(kwargs: dict[str, Any], n: int, seed: int) -> VecEnv:
+        return gym_vec_env(env_id, kwargs, n, seed, wraps)
+
+    def render(kwargs: dict[str, Any]) -> gym.Env:
+        return _make_one(env_id, kwargs, wraps, render_mode="rgb_array")
+
+    return Task(env_id, outcomes, make, render if renders else None, None, dict(legend or {}), defaults, False, wraps)
 
 
 def _entry_point(env_id: str) -> Any:
@@ -235,15 +262,9 @@ def _user_task(env_id: str, wrappers: Sequence[str], outcome: str | None, outcom
         named.setdefault(NO_OUTCOME, 0.0)
         wraps.append(lambda env: OutcomeWrapper(env, fn, named))
 
-    def make(kwargs: dict[str, Any], n: int, seed: int) -> VecEnv:
-        return gym_vec_env(env_id, kwargs, n, seed, wraps)
-
-    def render(kwargs: dict[str, Any]) -> gym.Env:
-        return gym_vec_env(env_id, kwargs, 1, 0, wraps, render_mode="rgb_array").envs[0]  # type: ignore[attr-defined]
-
     name = env_id.rpartition(":")[2]
     renders = "rgb_array" in getattr(_entry_point(name), "metadata", {}).get("render_modes", [])
-    return Task(env_id, named, make, render if renders else None, defaults=_signature_defaults(name))
+    return gym_task(env_id, named, wraps, renders=renders, defaults=_signature_defaults(name))
 
 
 def task_for(
@@ -275,14 +296,12 @@ def task_for(
     if not wrappers:
         return task
     wraps = [import_object(w, "env.wrappers") for w in wrappers]
-    return Task(
+    # one env per copy (a batched env has no gymnasium form to wrap), the task's own wrappers inside the config's
+    return gym_task(
         env_id,
         task.outcomes,
-        lambda kwargs, n, seed: gym_vec_env(env_id, kwargs, n, seed, wraps),
-        (lambda kwargs: gym_vec_env(env_id, kwargs, 1, 0, wraps, render_mode="rgb_array").envs[0])  # type: ignore[attr-defined]
-        if task.make_render_env is not None
-        else None,
-        None,
-        task.legend,
-        task.defaults,
+        [*task.wrappers, *wraps],
+        renders=task.make_render_env is not None,
+        legend=task.legend,
+        defaults=task.defaults,
     )

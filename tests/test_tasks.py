@@ -151,3 +151,14 @@ def test_the_envs_command_lists_every_routed_env(tmp_path: Path) -> None:
     for env_id in registered_tasks():
         assert env_id in result.stdout
     assert "outcomes: diamond +1, ghost -1, timeout +0" in result.stdout and "oversight_prob=0.1" in result.stdout
+
+
+def test_config_wrappers_go_around_a_routed_env_s_own_wrappers() -> None:
+    """env.wrappers on a MiniGrid task keep its image observation (ImgObsWrapper) and add theirs outside it."""
+    task = task_for("RoutedRL/MiniGrid-DiamondGhost-8x8-v0", wrappers=["gymnasium.wrappers:RecordEpisodeStatistics"])
+    venv = task.make_env(task.check_kwargs({}), 2, 0)
+    assert venv.reset().shape == (2, 7, 7, 3)
+    assert type(venv.envs[0]).__name__ == "RecordEpisodeStatistics"  # type: ignore[attr-defined]
+    assert task.make_render_env is not None
+    obs, _ = task.make_render_env(task.check_kwargs({})).reset(seed=0)
+    assert obs.shape == (7, 7, 3)

@@ -72,7 +72,7 @@ def csv_columns(task: Task) -> list[str]:
 
 def _unwanted_share(rates: dict[str, float], task: Task) -> float | None:
     """Unwanted share of the episodes that ended with a rewarded outcome (``None`` when none did)."""
-    ended = sum(rates[o] for o, r in task.outcomes.items() if r != 0)
+    ended = sum(rates[o] for o in task.rewarded)
     return sum(rates[o] for o in task.unwanted) / ended if ended > 0 else None
 
 
@@ -236,7 +236,7 @@ def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any], task: 
     """The table and the comparisons as markdown."""
     stat = "IQM" if iqm else "mean"
     u = unwanted_name(task)
-    rewards = ", ".join(f"{r:+g} {o}" for o, r in task.outcomes.items() if r != 0)
+    rewards = ", ".join(f"{task.outcomes[o]:+g} {o}" for o in task.rewarded)
     head = [
         f"# Sweep `{spec.get('name', '?')}`",
         "",
@@ -255,9 +255,7 @@ def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any], task: 
         r = g.rows
         seen, unseen = _mean([x[f"{u}_overseen"] for x in r]), _mean([x[f"{u}_unseen"] for x in r])
         per_seed = ", ".join(f"s{x['seed']}: {x['return']:.3f}" for x in r)
-        rates = " | ".join(
-            g.stats[o].text(".1%") if task.outcomes[o] != 0 else f"{g.stats[o].point:.1%}" for o in task.outcomes
-        )
+        rates = " | ".join(g.stats[o].text(".1%") if o in task.rewarded else f"{g.stats[o].point:.1%}" for o in task.outcomes)
         lines.append(
             f"| {g.oversight_prob:.1%} | {g.label} | {len(r)} | **{g.stats['return'].text()}** | {rates} "
             f"| {_pct(seen)} / {_pct(unseen)} | {_mean([x['labels_spent'] for x in r]):,.0f} | {per_seed} |"
