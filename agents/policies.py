@@ -19,7 +19,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from torch import nn
 
 from routed_rl.errors import UserError
-from routed_rl.moe import MixtureOfExperts, mlp
+from routed_rl.moe import MixtureOfExperts, StackedMLP, mlp, upgrade_per_module_keys
 from routed_rl.steering import Steering, resolve_steering
 
 __all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
@@ -222,9 +222,45 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             return list(range(extractor.view_dim))
         return channel_feature_index(self.observation_space, channels, f"expert_hidden_channels[{name!r}]")
 
-    def _build(self, lr_schedule: Any) -> None:
-        super()._build(lr_schedule)
-        self.moe.zero_hidden_weights()  # SB3's orthogonal initialisation has just overwritten them
+    @staticmethod
+    def init_weights(module: nn.Module, gain: float = 1) -> None:
+        """SB3's orthogonal initialisation (``ortho_init``), extended to the stacked experts."""
+        if isinstance(module, StackedMLP):
+            module.orthogonal_(gain)
+        else:
+            ActorCriticPolicy.init_weights(module, gain)
+
+    def upgrade_saved_params(self, params: dict[str, Any]) -> None:
+        """Convert, in place, SB3 saved parameters (``{"policy": ..., "policy.optimizer": ...}``) of a policy
+        saved with one module per expert into this policy's stacked experts, Adam's moments included, so
+        runs saved before the experts were stacked load and resume as they were."""
+        state = params.get("policy")
+        if not isinstance(state, dict):
+            return
+        saved = list(state)
+        replaced = upgrade_per_module_keys(state, "mlp_extractor.actor.experts.", self.moe.n_experts, len(self.expert_arch))
+        optimizer = params.get("policy.optimizer")
+        if not replaced or not isinstance(optimizer, dict) or len(optimizer.get("param_groups", [])) != 1:
+            return
+        names = [name for name, _ in self.named_parameters()]
+        parts = dict(replaced)
+        old_keys = {key for keys in parts.values() for key in keys}
+        old_order = [key for key in saved if key in old_keys or (key in names and key not in parts)]
+        group = optimizer["param_groups"][0]
+        if len(group["params"]) != len(old_order):
+            return  # not the optimizer this policy saved: let SB3's own check report it
+        old_state = {key: optimizer["state"].get(i) for key, i in zip(old_order, group["params"], strict=True)}
+        new_state: dict[int, dict[str, Any]] = {}
+        for j, name in enumerate(names):
+            pieces: list[dict[str, Any]] = [old_state[key] for key in parts.get(name, [name]) if old_state.get(key)]
+            if len(pieces) != len(parts.get(name, [name])):
+                continue  # no step taken for it yet
+            new_state[j] = {
+                key: th.stack([p[key] for p in pieces]) if name in parts and th.is_tensor(v) and v.dim() > 0 else v
+                for key, v in pieces[0].items()
+            }
+        optimizer["state"] = new_state
+        group["params"] = list(range(len(names)))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

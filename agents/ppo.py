@@ -26,6 +26,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
@@ -416,6 +417,15 @@ class RoutedPPO(PPO):
             adv = advantages[idx]
             total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
         return total / len(labeled)
+
+    def set_parameters(self, load_path_or_dict: Any, exact_match: bool = True, device: th.device | str = "auto") -> None:
+        """SB3's ``set_parameters``; a model saved with one module per expert is converted to stacked experts."""
+        params = load_path_or_dict
+        if not isinstance(params, dict):
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        if isinstance(self.policy, RoutedActorCriticPolicy):
+            self.policy.upgrade_saved_params(params)
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def learn(self, *args: Any, **kwargs: Any) -> RoutedPPO:
         """SB3's ``learn``; a steering set on the policy is lifted while training and restored after."""

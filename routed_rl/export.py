@@ -54,7 +54,7 @@ def export_policy(
     kept = [k for k, keep in enumerate(steering.keep if steering is not None else [True] * moe.n_experts) if keep]
     tensors: dict[str, th.Tensor] = {}
     for k in kept:
-        for name, value in moe.experts[k].state_dict().items():
+        for name, value in moe.experts.expert_state_dict(k).items():
             tensors[f"experts.{moe.expert_names[k]}.{name}"] = value
     if len(kept) > 1:
         for name, value in moe.gate.state_dict().items():

@@ -4,20 +4,27 @@ N named experts (MLPs) map features to latents; a gate gives mixture weights (a 
 for two experts equals the paper's sigmoid gate); the mixture of expert latents feeds a shared output. A
 route-weight input masks each expert's gradient per sample (:func:`routed_rl.routing.route`) and stops the
 gate's gradient on labeled samples, as the paper does.
+
+The experts are one :class:`StackedMLP`: their weights are stacked, so every layer of every expert is one
+batched matrix product (one kernel on a GPU) rather than one module call per expert.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch as th
+import torch.nn.functional as F
 from torch import nn
 
 from routed_rl.errors import UserError
 from routed_rl.routing import route
 from routed_rl.steering import Steering
 
-__all__ = ["MixtureOfExperts", "mlp"]
+__all__ = ["MixtureOfExperts", "StackedMLP", "mlp"]
 
 
 def mlp(in_dim: int, widths: Sequence[int], activation_fn: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -27,6 +34,155 @@ def mlp(in_dim: int, widths: Sequence[int], activation_fn: type[nn.Module] = nn.
         layers += [nn.Linear(in_dim, width), activation_fn()]
         in_dim = width
     return nn.Sequential(*layers)
+
+
+class StackedMLP(nn.Module):
+    """N MLPs of one shape with stacked weights: layer ``i`` of all experts can be one batched matrix product.
+
+    Calling it evaluates the experts together (one batched product per layer: one kernel per layer on a GPU);
+    :meth:`one` evaluates a single expert on its slices of the same weights. Which one the mixture uses is
+    :attr:`batched`: by default the batched product on a GPU and one expert at a time on the CPU, where
+    batching does the same multiply-adds and measured slower (README, training throughput).
+
+    Expert ``k``'s layer ``i`` is ``nn.Linear`` with weight ``weights[i][k]`` (out, in) and bias
+    ``biases[i][k]``, each followed by the activation, as :func:`mlp` builds one expert; the weights start as
+    ``nn.Linear``'s would, expert by expert and layer by layer (so seeded initialisations are unchanged).
+    State dicts saved with one ``mlp`` per expert (``<k>.<2i>.weight``) load into it.
+
+    :param n: number of experts
+    :param in_dim: input size
+    :param widths: hidden widths (at least one)
+    :param activation_fn: activation class
+    :param input_mask: optional (n, in_dim) 0/1 tensor: expert ``k`` sees input ``j`` only where it is 1. Its
+        first-layer weights there are multiplied by 0 in every forward pass, so their gradient is exactly 0
+        (call :meth:`zero_masked_weights` to set the weights themselves to 0, e.g. for an export)
+    """
+
+    def __init__(
+        self,
+        n: int,
+        in_dim: int,
+        widths: Sequence[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        input_mask: th.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if len(widths) == 0:
+            raise UserError("expert_arch needs at least one hidden width")
+        self.n = n
+        self.in_dim = in_dim
+        self.widths = [int(w) for w in widths]
+        dims = [in_dim, *self.widths]
+        self.weights = nn.ParameterList([nn.Parameter(th.empty(n, o, i)) for i, o in itertools.pairwise(dims)])
+        self.biases = nn.ParameterList([nn.Parameter(th.empty(n, o)) for o in dims[1:]])
+        self.activation = activation_fn()
+        self.register_buffer("input_mask", None if input_mask is None else input_mask.reshape(n, 1, in_dim).float())
+        #: evaluate the experts together (True), one at a time (False), or by device (None: together on a GPU)
+        self.batched: bool | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation, expert by expert, layer by layer (the order of one ``mlp`` per expert)."""
+        with th.no_grad():
+            for k in range(self.n):
+                for weight, bias in zip(self.weights, self.biases, strict=True):
+                    nn.init.kaiming_uniform_(weight[k], a=math.sqrt(5))
+                    bound = 1 / math.sqrt(weight.shape[2])
+                    nn.init.uniform_(bias[k], -bound, bound)
+        self.zero_masked_weights()
+
+    def orthogonal_(self, gain: float) -> None:
+        """SB3's orthogonal initialisation (``ActorCriticPolicy.init_weights``) of every expert's layers, zero
+        biases, in the order SB3 would initialise one ``mlp`` per expert."""
+        with th.no_grad():
+            for k in range(self.n):
+                for weight, bias in zip(self.weights, self.biases, strict=True):
+                    nn.init.orthogonal_(weight[k], gain=gain)
+                    bias[k].fill_(0.0)
+        self.zero_masked_weights()
+
+    def zero_masked_weights(self) -> None:
+        """Set the first-layer weights on each expert's masked-out inputs to 0."""
+        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
+        if mask is not None:
+            with th.no_grad():
+                self.weights[0].mul_(mask)
+
+    def forward(self, x: th.Tensor, experts: Sequence[int] | None = None) -> th.Tensor:
+        """The experts' outputs for the same input.
+
+        :param x: (batch, in_dim)
+        :param experts: which experts to evaluate, in this order (default: all)
+        :return: (len(experts), batch, widths[-1])
+        """
+        index = None if experts is None or list(experts) == list(range(self.n)) else list(experts)
+        n = self.n if index is None else len(index)
+        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
+        h = x
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            w, b = (weight, bias) if index is None else (weight[index], bias[index])
+            if i == 0:
+                if mask is not None:
+                    w = w * (mask if index is None else mask[index])
+                # one matrix product for every expert: their first layers side by side
+                out = self.activation(F.linear(h, w.reshape(-1, self.in_dim), b.reshape(-1)))
+                h = out.view(x.shape[0], n, -1).transpose(0, 1)
+            else:
+                h = self.activation(th.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+        return h
+
+    def one(self, k: int, x: th.Tensor) -> th.Tensor:
+        """Expert ``k`` alone: (batch, in_dim) -> (batch, widths[-1]), on its slices of the stacked weights."""
+        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
+        h = x
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            w = weight[k] * mask[k] if i == 0 and mask is not None else weight[k]
+            h = self.activation(F.linear(h, w, bias[k]))
+        return h
+
+    def use_batched(self, x: th.Tensor) -> bool:
+        """Whether the mixture evaluates the experts together for input ``x`` (see :attr:`batched`)."""
+        return x.is_cuda if self.batched is None else self.batched
+
+    def expert(self, k: int) -> nn.Sequential:
+        """A standalone copy of expert ``k`` as one :func:`mlp` (for exports and checks)."""
+        module = mlp(self.in_dim, self.widths, type(self.activation))
+        module.load_state_dict(self.expert_state_dict(k))
+        return module
+
+    def expert_state_dict(self, k: int) -> dict[str, th.Tensor]:
+        """Expert ``k``'s weights with :func:`mlp`'s names (``0.weight``, ``0.bias``, ``2.weight``, ...)."""
+        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
+        out: dict[str, th.Tensor] = {}
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            w = weight[k] * mask[k] if i == 0 and mask is not None else weight[k]
+            out[f"{2 * i}.weight"], out[f"{2 * i}.bias"] = w.detach().clone(), bias[k].detach().clone()
+        return out
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        upgrade_per_module_keys(state_dict, prefix, self.n, len(self.widths))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def per_module_key(prefix: str, k: int, layer: int, kind: str) -> str:
+    """The state-dict key of expert ``k``'s layer ``layer`` weight or bias when each expert was one ``mlp``."""
+    return f"{prefix}{k}.{2 * layer}.{kind}"
+
+
+def upgrade_per_module_keys(state_dict: dict[str, Any], prefix: str, n: int, n_layers: int) -> list[tuple[str, list[str]]]:
+    """Stack, in place, the per-expert entries of a state dict saved with one ``mlp`` per expert into a
+    :class:`StackedMLP`'s ``weights.<i>``/``biases.<i>``.
+
+    :return: (stacked key, the per-expert keys it replaced in expert order) for each entry replaced
+    """
+    replaced = []
+    for i in range(n_layers):
+        for kind, stacked in (("weight", "weights"), ("bias", "biases")):
+            old = [per_module_key(prefix, k, i, kind) for k in range(n)]
+            if all(key in state_dict for key in old):
+                state_dict[f"{prefix}{stacked}.{i}"] = th.stack([state_dict.pop(key) for key in old])
+                replaced.append((f"{prefix}{stacked}.{i}", old))
+    return replaced
 
 
 class MixtureOfExperts(nn.Module):
@@ -41,8 +197,8 @@ class MixtureOfExperts(nn.Module):
         oversight mask from the experts
     :param gate_input_index: optional feature indices the gate sees (default: all)
     :param expert_hidden_index: optional ``{expert name: feature indices}`` (of the experts' input) that this
-        expert alone cannot see: they are zeroed on its input, and its first layer's weights on them start
-        at 0 and, their gradient being exactly 0, stay there, so the expert is blind to them in every path
+        expert alone cannot see: its first layer's weights on them start at 0 and are multiplied by 0 in every
+        forward pass, so their gradient is exactly 0 and they stay 0: the expert is blind to them in every path
         (steered, exported) while the other experts and the gate still see them
     """
 
@@ -69,14 +225,21 @@ class MixtureOfExperts(nn.Module):
         self._slices: dict[str, slice] = {}
         expert_in = self._register_index("expert_input_index", expert_input_index, in_dim)
         gate_in = self._register_index("gate_input_index", gate_input_index, in_dim)
-        self.experts = nn.ModuleList([mlp(expert_in, expert_arch, activation_fn) for _ in self.expert_names])
+        self.experts = StackedMLP(
+            self.n_experts, expert_in, expert_arch, activation_fn, self._input_mask(expert_hidden_index, expert_in)
+        )
         self.gate = nn.Sequential(
             mlp(gate_in, gate_arch, activation_fn), nn.Linear(gate_arch[-1] if gate_arch else gate_in, self.n_experts)
         )
         self.latent_dim = int(expert_arch[-1])
         self.steering: Steering | None = None
-        self._hidden: dict[int, str] = {}
-        for name, index in (expert_hidden_index or {}).items():
+
+    def _input_mask(self, hidden_index: Mapping[str, Sequence[int]] | None, expert_in: int) -> th.Tensor | None:
+        """(n_experts, expert_in) 0/1: which of the experts' input features each expert sees."""
+        if not hidden_index:
+            return None
+        mask = th.ones(self.n_experts, expert_in)
+        for name, index in hidden_index.items():
             if name not in self.expert_names:
                 raise UserError(f"expert_hidden_index: unknown expert {name!r}; experts are {self.expert_names}")
             hidden = th.as_tensor(list(index), dtype=th.long)
@@ -84,20 +247,24 @@ class MixtureOfExperts(nn.Module):
                 raise UserError(
                     f"expert_hidden_index[{name!r}] must be non-empty indices in [0, {expert_in}), got {list(index)}"
                 )
-            k = self.expert_names.index(name)
-            mask = th.ones(expert_in)
-            mask[hidden] = 0.0
-            self.register_buffer(f"expert_input_mask_{k}", mask)
-            self._hidden[k] = f"expert_input_mask_{k}"
-        self.zero_hidden_weights()
+            mask[self.expert_names.index(name), hidden] = 0.0
+        return mask
 
     def zero_hidden_weights(self) -> None:
         """Set each expert's first-layer weights on its hidden features to 0 (call again after re-initialising
-        the weights, as SB3's orthogonal initialisation does)."""
-        with th.no_grad():
-            for k, mask in self._hidden.items():
-                first: nn.Linear = self.experts[k][0]  # type: ignore[assignment,index]
-                first.weight[:, getattr(self, mask) == 0] = 0.0
+        the weights)."""
+        self.experts.zero_masked_weights()
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # saved with one mlp per expert: their hidden-feature masks were buffers of their own
+        old = [f"{prefix}expert_input_mask_{k}" for k in range(self.n_experts)]
+        if any(key in state_dict for key in old):
+            mask = th.ones(self.n_experts, self.experts.in_dim)
+            for k, key in enumerate(old):
+                if key in state_dict:
+                    mask[k] = state_dict.pop(key)
+            state_dict[f"{prefix}experts.input_mask"] = mask.reshape(self.n_experts, 1, -1)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _register_index(self, name: str, index: Sequence[int] | None, in_dim: int) -> int:
         """Store an optional input-feature selection as a buffer; return the selected input size."""
@@ -122,9 +289,8 @@ class MixtureOfExperts(nn.Module):
         return features[:, block] if block is not None else features[:, index]
 
     def expert_forward(self, k: int, expert_in: th.Tensor) -> th.Tensor:
-        """Expert ``k``'s latent for the experts' input features (with its hidden features zeroed)."""
-        mask = self._hidden.get(k)
-        return self.experts[k](expert_in if mask is None else expert_in * getattr(self, mask))
+        """Expert ``k``'s latent for the experts' input features (blind to its hidden features)."""
+        return self.experts.one(k, expert_in)
 
     def gate_logits(self, features: th.Tensor) -> th.Tensor:
         """(batch, n_experts) raw gate logits."""
@@ -160,13 +326,17 @@ class MixtureOfExperts(nn.Module):
             gate_route_weight = (route_weight == 1).all(dim=1).to(features.dtype)
         logits = self.gate_logits(features)
         weights = self.mixture_weights(route(logits, gate_route_weight))
-        expert_in = self._select(features, "expert_input_index")
-        latent = features.new_zeros((features.shape[0], self.latent_dim))
         keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
-        for k in range(self.n_experts):
-            if not keep[k]:
-                continue  # a dropped expert has mixture weight 0: skip its work
-            out = self.expert_forward(k, expert_in)
-            out = route(out, None if route_weight is None else route_weight[:, k])
-            latent = latent + weights[:, k : k + 1] * out
+        kept = [k for k in range(self.n_experts) if keep[k]]  # a dropped expert has mixture weight 0: skip its work
+        expert_in = self._select(features, "expert_input_index")
+        if self.experts.use_batched(expert_in):
+            outs = self.experts(expert_in, kept)  # (kept, batch, latent): one batched product per layer
+            if route_weight is not None:
+                outs = route(outs, route_weight[:, kept].T)
+            return (weights[:, kept].T.unsqueeze(-1) * outs).sum(dim=0), logits
+        latent = None
+        for k in kept:
+            out = route(self.experts.one(k, expert_in), None if route_weight is None else route_weight[:, k])
+            latent = weights[:, k : k + 1] * out if latent is None else latent + weights[:, k : k + 1] * out
+        assert latent is not None  # steering always keeps at least one expert
         return latent, logits

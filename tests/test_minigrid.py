@@ -218,7 +218,7 @@ def test_a_cnn_expert_can_be_blind_to_the_oversight_marking(tmp_path: Path) -> N
     policy = model.policy
     assert policy.features_extractor.blind_channels == [2] and policy.features_dim == 256
     model.learn(512)
-    first = policy.moe.experts[policy.expert_names.index("diamond")][0].weight
+    first = policy.moe.experts.weights[0][policy.expert_names.index("diamond")]
     assert bool((first[:, :128] == 0).all()) and bool((first[:, 128:] != 0).any())  # full view: exactly 0
     obs = th.as_tensor(model.env.reset()).float()
     assert set(obs[:, 2].unique().tolist()) == {0.0, 1.0}

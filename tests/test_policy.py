@@ -29,7 +29,7 @@ def test_steering_reaches_all_four_inference_paths() -> None:
     model.learn(64)
     policy = model.policy
     obs = th.as_tensor(_obs())
-    expert_alone = policy.moe.experts[0](policy.extract_features(obs))
+    expert_alone = policy.moe.experts.expert(0)(policy.extract_features(obs))  # the expert as a stand-alone MLP
     with th.no_grad(), policy.steer(select="diamond"):
         logits = policy.action_net(expert_alone)
         # forward (rollouts)
@@ -126,6 +126,6 @@ def test_cnn_features_extractor_and_expert_channels() -> None:
     hidden = RoutedPPO(
         "RoutedPolicy", env, n_steps=8, batch_size=16, policy_kwargs={"expert_obs_channels": [0, 1, 2], **SMALL}
     )
-    assert hidden.policy.moe.experts[0][0].in_features == 75 and hidden.policy.moe.gate[0][0].in_features == 100
+    assert hidden.policy.moe.experts.in_dim == 75 and hidden.policy.moe.gate[0][0].in_features == 100
     with pytest.raises(ValueError, match="expert_obs_channels"):
         RoutedPPO("RoutedPolicy", env, policy_kwargs={"expert_obs_channels": [7], **SMALL})

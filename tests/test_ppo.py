@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
+from experts import per_expert
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -16,7 +17,7 @@ PPO_KWARGS = {"n_steps": 16, "batch_size": 32, "n_epochs": 3, "learning_rate": 1
 
 
 def _params(model: PPO) -> dict[str, th.Tensor]:
-    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+    return per_expert({k: v.detach().clone() for k, v in model.policy.state_dict().items()})
 
 
 @pytest.mark.parametrize(
@@ -270,7 +271,7 @@ def test_replayed_steps_train_only_the_experts_their_label_routes_into() -> None
     only_ghost = type(replayed)(*(field[ghost] for field in replayed))
     model.policy.zero_grad()
     model._replay_loss(only_ghost, clip_range=0.2, routed=True).backward()
-    grads = {name: p.grad for name, p in model.policy.named_parameters()}
+    grads = per_expert({name: p.grad for name, p in model.policy.named_parameters()})
     diamond = [g for n, g in grads.items() if ".experts.0." in n]
     ghost_expert = [g for n, g in grads.items() if ".experts.1." in n]
     gate = [g for n, g in grads.items() if ".gate." in n]
