@@ -179,6 +179,22 @@ def test_local_pool_runs_trials_as_run_folders_and_a_rerun_skips_them(tmp_path: 
     assert len(rows) == 4 * 5  # trials x evaluated steering modes
 
 
+def test_a_longer_sweep_extends_its_finished_trials_from_their_checkpoints(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, methods=["naive"])
+    assert cli("sweep", str(path), "--out", "sw", cwd=tmp_path).returncode == 0
+    run = RunDir(tmp_path / "sw" / "naive__p0.5__s0")
+    assert trial_status(run.root, 1024) == "done" and trial_status(run.root, 2048) == "interrupted"
+    longer = cli("sweep", str(path), "--out", "sw", "--set", "total_steps=2048", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert "1 trials (0 done already)" in longer.stdout and "[1/1 done, 0 running, 0 failed]" in longer.stdout
+    assert run.load_model().num_timesteps == 2048 and run.load_config().total_steps == 2048
+    assert "--resume" in run.command.read_text().splitlines()[-1]
+    record = json.loads((run.root / "trial.json").read_text())
+    assert record["total_steps"] == 2048 and [s["status"] for s in record["sessions"]] == ["done", "done"]
+    shorter = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)  # 1024 steps: the folder holds a longer run
+    assert shorter.returncode == 2 and "total_steps: 2048 there, 1024 here" in shorter.stderr
+
+
 def test_a_failing_trial_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("base: default\nlabeling:\n  kind: user_labelers:BrokenLabeler\n")
     path = write_sweep(tmp_path, methods=["broken.yaml", "naive"])

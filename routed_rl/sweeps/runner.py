@@ -3,9 +3,10 @@
 Each trial is ``routed-rl train`` in a child process writing an ordinary run folder
 ``<sweep folder>/<trial name>``, with ``trial.json`` beside its files (status ``done``, ``interrupted`` or
 ``failed`` with the error, wall time, host, torch version). A rerun skips done trials, resumes
-interrupted ones from their checkpoints and retries failed ones. A finished trial whose config no longer
-matches the sweep's is an error, not silently reused. Ctrl-C (or SIGTERM) stops the sweep: every running
-trial checkpoints, and the rerun goes on from there.
+interrupted ones from their checkpoints and retries failed ones. A sweep whose ``total_steps`` has grown
+extends its finished trials from their last checkpoints (``routed-rl train --resume --total-steps``). A
+finished trial whose config otherwise differs from the sweep's is an error, not silently reused. Ctrl-C (or
+SIGTERM) stops the sweep: every running trial checkpoints, and the rerun goes on from there.
 
 With Ray, each trial is a task that needs ``threads`` CPUs: the driver sends the trial's folder (empty, or
 the checkpoints of an interrupted run) to the worker, which trains in a scratch folder and sends the whole
@@ -44,12 +45,18 @@ __all__ = ["SweepProgress", "run_sweep", "trial_status"]
 TRIAL_FILE = "trial.json"
 
 
-def trial_status(root: Path) -> str:
-    """``done``, ``interrupted`` (has a checkpoint to resume from), ``failed`` or ``new``."""
+def trial_status(root: Path, total_steps: int | None = None) -> str:
+    """``done``, ``interrupted`` (has a checkpoint to resume from), ``failed`` or ``new``.
+
+    :param total_steps: the sweep's step count: a finished trial trained for fewer steps is ``interrupted``
+        (to be extended from its checkpoint)
+    """
     record = _read_record(root)
     run = RunDir(root)
     if record.get("status") == "done" and run.model.is_file() and run.eval.is_file():
-        return "done"
+        if total_steps is None or _trained_steps(run) >= total_steps or run.latest_checkpoint() is None:
+            return "done"
+        return "interrupted"
     if run.latest_checkpoint() is not None:
         return "interrupted"
     return "failed" if record.get("status") == "failed" else "new"
@@ -62,17 +69,25 @@ def _read_record(root: Path) -> dict[str, Any]:
         return {}
 
 
+def _trained_steps(run: RunDir) -> int:
+    """The ``total_steps`` of the run's config (what it was trained, or is being trained, to)."""
+    return int(run.load_config().total_steps)
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RESULT_NEUTRAL_SECTIONS}
 
 
 def check_trial_matches(spec: SweepSpec, trial: Trial, root: Path) -> None:
-    """Raise a one-line error when the folder holds a run trained with settings other than the trial's."""
+    """Raise a one-line error when the folder holds a run trained with settings other than the trial's (a run
+    trained for fewer steps than the sweep's matches: the sweep extends it)."""
     run = RunDir(root)
     if not run.config.is_file():
         return
     stored = _comparable(run.load_config().model_dump(mode="json"))
     wanted = _comparable(spec.trial_config(trial).model_dump(mode="json"))
+    if stored.get("total_steps", 0) < wanted["total_steps"] and run.latest_checkpoint() is not None:
+        stored["total_steps"] = wanted["total_steps"]
     if stored != wanted:
         diff = next(_differences(wanted, stored))
         raise UserError(
@@ -89,10 +104,11 @@ def _differences(wanted: Any, stored: Any, path: str = "") -> Any:
 
 
 def train_command(spec: SweepSpec, trial: Trial, root: Path) -> list[str]:
-    """The ``routed-rl train`` command line for a trial: a fresh start, or a resume of its checkpoints."""
+    """The ``routed-rl train`` command line for a trial: a fresh start, or a resume of its checkpoints (to the
+    sweep's step count, which extends a trial trained for fewer steps)."""
     exe = [sys.executable, "-m", "routed_rl.cli", "train"]
     if RunDir(root).latest_checkpoint() is not None:
-        return [*exe, "--resume", str(root), "-q"]
+        return [*exe, "--resume", str(root), "-q", "--total-steps", str(spec.total_steps)]
     sets = [a for s in trial.overrides(spec) for a in ("--set", s)]
     return [*exe, trial.source, "--run-dir", str(root), "-q", *sets]
 
@@ -227,7 +243,7 @@ def prepare(spec: SweepSpec, trials: list[Trial], out: Path, name: str) -> list[
         check_trial_matches(spec, trial, out / trial.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump({"name": name, **spec.model_dump(mode="json")}, sort_keys=False))
-    return [t for t in trials if trial_status(out / t.name) != "done"]
+    return [t for t in trials if trial_status(out / t.name, spec.total_steps) != "done"]
 
 
 def run_sweep(
