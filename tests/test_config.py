@@ -94,11 +94,12 @@ def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:
 
 # each baseline differs from the default only in the keys that define it
 DEFINING_KEYS = {
-    "default_blind": {"policy.expert_obs_channels", "policy.gate_obs_channels"},
+    "default_blind": {"policy.expert_obs_channels", "policy.gate_obs_channels", "routing.label_replay"},
     "naive": {"routing.enabled", "routing.gate_coef", "eval.steering"},
     "naive_blind": {
         "policy.expert_obs_channels",
         "policy.gate_obs_channels",
+        "routing.label_replay",
         "routing.enabled",
         "routing.gate_coef",
         "eval.steering",
