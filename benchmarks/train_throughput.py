@@ -3,8 +3,10 @@
 Both train on the batched OversightGrid with the same n_envs, n_steps, batch size and epochs, in this
 process, alternating over rounds; the figure to trust on a noisy machine is the ratio. Peak RSS is read
 after the first RoutedPPO run, before SB3's PPO has run.
-Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--config NAME] [--set key=value ...]``
-(e.g. ``--set "policy.expert_names=[a, b, c, d]"`` for four experts; SB3's PPO keeps one actor of the same widths).
+Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--config NAME] [--set key=value ...]
+[--experts auto|batched|each]`` (e.g. ``--set "policy.expert_names=[a, b, c, d]"`` for four experts; SB3's PPO
+keeps one actor of the same widths; ``--experts`` forces how the mixture evaluates its experts: one batched
+product per layer, or one expert at a time; ``auto`` is the package's choice by device).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--config", default="default")
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value (repeatable)")
+    parser.add_argument("--experts", choices=["auto", "batched", "each"], default="auto",
+                        help="evaluate the experts batched, one at a time, or by device (auto)")  # fmt: skip
     args = parser.parse_args()
     config = load_config(args.config, args.set)
     widths = config.policy.expert_arch
@@ -40,11 +44,13 @@ def main() -> None:
     print(
         f"config {args.config!r}: n_envs={config.env.n_envs} n_steps={config.ppo.n_steps} batch_size={config.ppo.batch_size} "
         f"n_epochs={config.ppo.n_epochs}; device {device};\n"
-        f"  experts {config.policy.expert_names} x {widths}, value {config.policy.value_arch}"
+        f"  experts {config.policy.expert_names} x {widths} ({args.experts}), value {config.policy.value_arch}"
     )
     routed, ref, peak_rss = [], [], 0.0
     for round_ in range(args.rounds):
-        routed.append(_rate(build_model(config), args.steps))
+        model = build_model(config)
+        model.policy.moe.experts.batched = {"auto": None, "batched": True, "each": False}[args.experts]
+        routed.append(_rate(model, args.steps))
         if round_ == 0:
             peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
         sb3 = PPO(
