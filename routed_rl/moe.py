@@ -5,8 +5,8 @@ for two experts equals the paper's sigmoid gate); the mixture of expert latents 
 route-weight input masks each expert's gradient per sample (:func:`routed_rl.routing.route`) and stops the
 gate's gradient on labeled samples, as the paper does.
 
-The experts are one :class:`StackedMLP`: their weights are stacked, so every layer of every expert is one
-batched matrix product (one kernel on a GPU) rather than one module call per expert.
+The experts are one :class:`StackedMLP`: their weights are stacked, so on a GPU every layer of every expert
+is one batched matrix product (one kernel); on the CPU they run one at a time on their slices of it.
 """
 
 from __future__ import annotations
@@ -131,13 +131,19 @@ class StackedMLP(nn.Module):
                 h = self.activation(th.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
         return h
 
+    def _layers(self, k: int) -> list[tuple[th.Tensor, th.Tensor]]:
+        """Expert ``k``'s (weight, bias) per layer: slices of the stacked weights, its input mask applied."""
+        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
+        return [
+            (weight[k] * mask[k] if i == 0 and mask is not None else weight[k], bias[k])
+            for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True))
+        ]
+
     def one(self, k: int, x: th.Tensor) -> th.Tensor:
         """Expert ``k`` alone: (batch, in_dim) -> (batch, widths[-1]), on its slices of the stacked weights."""
-        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
         h = x
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            w = weight[k] * mask[k] if i == 0 and mask is not None else weight[k]
-            h = self.activation(F.linear(h, w, bias[k]))
+        for w, b in self._layers(k):
+            h = self.activation(F.linear(h, w, b))
         return h
 
     def use_batched(self, x: th.Tensor) -> bool:
@@ -152,21 +158,14 @@ class StackedMLP(nn.Module):
 
     def expert_state_dict(self, k: int) -> dict[str, th.Tensor]:
         """Expert ``k``'s weights with :func:`mlp`'s names (``0.weight``, ``0.bias``, ``2.weight``, ...)."""
-        mask: th.Tensor | None = self.input_mask  # type: ignore[assignment]
         out: dict[str, th.Tensor] = {}
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            w = weight[k] * mask[k] if i == 0 and mask is not None else weight[k]
-            out[f"{2 * i}.weight"], out[f"{2 * i}.bias"] = w.detach().clone(), bias[k].detach().clone()
+        for i, (w, b) in enumerate(self._layers(k)):
+            out[f"{2 * i}.weight"], out[f"{2 * i}.bias"] = w.detach().clone(), b.detach().clone()
         return out
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         upgrade_per_module_keys(state_dict, prefix, self.n, len(self.widths))
         super()._load_from_state_dict(state_dict, prefix, *args)
-
-
-def per_module_key(prefix: str, k: int, layer: int, kind: str) -> str:
-    """The state-dict key of expert ``k``'s layer ``layer`` weight or bias when each expert was one ``mlp``."""
-    return f"{prefix}{k}.{2 * layer}.{kind}"
 
 
 def upgrade_per_module_keys(state_dict: dict[str, Any], prefix: str, n: int, n_layers: int) -> list[tuple[str, list[str]]]:
@@ -178,7 +177,7 @@ def upgrade_per_module_keys(state_dict: dict[str, Any], prefix: str, n: int, n_l
     replaced = []
     for i in range(n_layers):
         for kind, stacked in (("weight", "weights"), ("bias", "biases")):
-            old = [per_module_key(prefix, k, i, kind) for k in range(n)]
+            old = [f"{prefix}{k}.{2 * i}.{kind}" for k in range(n)]  # one mlp per expert: Linear at 2i
             if all(key in state_dict for key in old):
                 state_dict[f"{prefix}{stacked}.{i}"] = th.stack([state_dict.pop(key) for key in old])
                 replaced.append((f"{prefix}{stacked}.{i}", old))

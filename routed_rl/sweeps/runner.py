@@ -54,9 +54,7 @@ def trial_status(root: Path, total_steps: int | None = None) -> str:
     record = _read_record(root)
     run = RunDir(root)
     if record.get("status") == "done" and run.model.is_file() and run.eval.is_file():
-        if total_steps is None or _trained_steps(run) >= total_steps or run.latest_checkpoint() is None:
-            return "done"
-        return "interrupted"
+        return "interrupted" if total_steps is not None and _extendable(run, total_steps) else "done"
     if run.latest_checkpoint() is not None:
         return "interrupted"
     return "failed" if record.get("status") == "failed" else "new"
@@ -69,9 +67,10 @@ def _read_record(root: Path) -> dict[str, Any]:
         return {}
 
 
-def _trained_steps(run: RunDir) -> int:
-    """The ``total_steps`` of the run's config (what it was trained, or is being trained, to)."""
-    return int(run.load_config().total_steps)
+def _extendable(run: RunDir, total_steps: int) -> bool:
+    """Whether the run was trained (or is being trained) to fewer than ``total_steps`` and has a checkpoint
+    to go on from: a sweep with that many steps extends it."""
+    return run.latest_checkpoint() is not None and run.load_config().total_steps < total_steps
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def check_trial_matches(spec: SweepSpec, trial: Trial, root: Path) -> None:
         return
     stored = _comparable(run.load_config().model_dump(mode="json"))
     wanted = _comparable(spec.trial_config(trial).model_dump(mode="json"))
-    if stored.get("total_steps", 0) < wanted["total_steps"] and run.latest_checkpoint() is not None:
+    if _extendable(run, wanted["total_steps"]):
         stored["total_steps"] = wanted["total_steps"]
     if stored != wanted:
         diff = next(_differences(wanted, stored))
