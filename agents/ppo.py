@@ -17,7 +17,7 @@ checks this).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +36,7 @@ from routed_rl.agents.policies import RoutedActorCriticPolicy
 from routed_rl.errors import UserError
 from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
 from routed_rl.routing import RoutingTable
+from routed_rl.steering import resolve_steering
 from routed_rl.type_aliases import RoutingSpec
 
 __all__ = ["RoutedPPO"]
@@ -48,6 +49,7 @@ class _LabelingCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self.model.label_tracker.start_rollout()
+        self.model._anneal_mixture()
 
     def _on_step(self) -> bool:
         model = self.model
@@ -121,6 +123,12 @@ class RoutedPPO(PPO):
         minibatch adds a clipped surrogate, routed by label, over a share of the kept steps, with the ratio
         taken against the policy that collected them; each kept step weighs as much as a fresh step
     :param label_replay_coef: weight of that replay surrogate
+    :param anneal_experts: experts whose mixture weight is scaled down linearly while training (renormalised
+        over the others), from 1 at the start to 0 at ``anneal_fraction`` of ``total_timesteps`` and after, so
+        that by then the experts kept at deployment act alone, as they will when deployed; the scale is set
+        at the start of each rollout and kept through its update (the ratios stay consistent) and lifted
+        when ``learn`` returns. Empty: off
+    :param anneal_fraction: the share of training, in (0, 1], over which those weights reach 0
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
     """
 
@@ -144,6 +152,8 @@ class RoutedPPO(PPO):
         labeled_only: bool = False,
         label_replay: int = 0,
         label_replay_coef: float = 1.0,
+        anneal_experts: Sequence[str] = (),
+        anneal_fraction: float = 1.0,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -170,6 +180,10 @@ class RoutedPPO(PPO):
             raise UserError(f"label_replay and label_replay_coef must be >= 0, got {label_replay}, {label_replay_coef}")
         self.label_replay = LabelReplay(int(label_replay))
         self.label_replay_coef = float(label_replay_coef)
+        if not 0.0 < anneal_fraction <= 1.0:
+            raise UserError(f"anneal_fraction must be in (0, 1], got {anneal_fraction}")
+        self.anneal_experts = [anneal_experts] if isinstance(anneal_experts, str) else list(anneal_experts)
+        self.anneal_fraction = float(anneal_fraction)
         self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
         self.step_labels: list[tuple[int, str]] = []  # (env index, label) of the labels given at the current step
         if _init_setup_model:
@@ -185,6 +199,13 @@ class RoutedPPO(PPO):
         self.routing_table = RoutingTable(expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None))
         for label in self.label_rewards:
             self.routing_table.label_id(label)  # unknown labels are an error
+        if self.anneal_experts:
+            if not isinstance(self.policy, RoutedActorCriticPolicy):
+                raise UserError("anneal_experts needs a RoutedActorCriticPolicy")
+            try:  # known, distinct, not every expert
+                resolve_steering(expert_names, ablate=self.anneal_experts)
+            except ValueError as e:
+                raise UserError(f"anneal_experts: {e}") from None
         if getattr(self, "labeler", None) is None:  # a loaded model keeps its labeler, counts and generator included
             if isinstance(self.labeler_spec, Labeler):
                 self.labeler = self.labeler_spec
@@ -418,6 +439,16 @@ class RoutedPPO(PPO):
             total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
         return total / len(labeled)
 
+    def _anneal_mixture(self) -> None:
+        """Scale the annealed experts' mixture weights for the coming rollout and its update."""
+        if not self.anneal_experts:
+            return
+        done = self.num_timesteps / max(self._total_timesteps, 1)
+        scale = max(0.0, 1.0 - done / self.anneal_fraction)
+        names = self.routing_table.expert_names
+        self.policy.moe.weight_scale = th.tensor([scale if e in self.anneal_experts else 1.0 for e in names])
+        self.logger.record("routing/anneal_scale", scale)
+
     def set_parameters(self, load_path_or_dict: Any, exact_match: bool = True, device: th.device | str = "auto") -> None:
         """SB3's ``set_parameters``; a model saved with one module per expert is converted to stacked experts."""
         params = load_path_or_dict
@@ -428,19 +459,17 @@ class RoutedPPO(PPO):
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def learn(self, *args: Any, **kwargs: Any) -> RoutedPPO:
-        """SB3's ``learn``; a steering set on the policy is lifted while training and restored after."""
-        with self.policy.steer() if isinstance(self.policy, RoutedActorCriticPolicy) else _nullcontext():
+        """SB3's ``learn``; a steering set on the policy is lifted while training and restored after (and an
+        annealing scale set while training is lifted)."""
+        if not isinstance(self.policy, RoutedActorCriticPolicy):
             return super().learn(*args, **kwargs)
+        try:
+            with self.policy.steer():
+                return super().learn(*args, **kwargs)
+        finally:
+            self.policy.moe.weight_scale = None
 
 
 def _mean(x: th.Tensor, weight: th.Tensor | None) -> th.Tensor:
     """``x.mean()``, or its ``weight``-weighted mean."""
     return x.mean() if weight is None else (x * weight).sum() / weight.sum()
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

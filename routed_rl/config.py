@@ -204,6 +204,12 @@ class RoutingConfig(_Section):
     """Weight of the extra surrogate that trains each labeled step's owner expert acting alone (0: off)."""
     label_rewards: dict[str, float] | None = None
     """label -> reward given instead of the env's at the end of a labeled episode."""
+    anneal_experts: list[str] | None = None
+    """Experts whose mixture weight is scaled down linearly during training, from 1 to 0 at
+    ``anneal_fraction`` of the run (e.g. ``[ghost]``: the deployed diamond expert ends up acting alone, as it
+    will when deployed); None: off."""
+    anneal_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Share of the run over which the annealed experts' weights reach 0."""
 
 
 class LabelingConfig(_Section):
@@ -306,6 +312,11 @@ class RunConfig(_Section):
                 table.label_id(label)
         except ValueError as e:
             raise UserError(f"routing: {e}") from None
+        if self.routing.anneal_experts:
+            try:
+                resolve_steering(self.policy.expert_names, ablate=self.routing.anneal_experts)
+            except ValueError as e:
+                raise UserError(f"routing.anneal_experts: {e}") from None
         try:
             resolve_steering(self.policy.expert_names, **parse_mode(self.eval.steering))
         except ValueError as e:

@@ -232,6 +232,9 @@ class MixtureOfExperts(nn.Module):
         )
         self.latent_dim = int(expert_arch[-1])
         self.steering: Steering | None = None
+        #: optional (n_experts,) factors in [0, 1] on the unsteered mixture weights (renormalised), e.g. to
+        #: anneal an expert out during training; not saved, and ignored while a steering is set
+        self.weight_scale: th.Tensor | None = None
 
     def _input_mask(self, hidden_index: Mapping[str, Sequence[int]] | None, expert_in: int) -> th.Tensor | None:
         """(n_experts, expert_in) 0/1: which of the experts' input features each expert sees."""
@@ -296,9 +299,11 @@ class MixtureOfExperts(nn.Module):
         return self.gate(self._select(features, "gate_input_index"))
 
     def mixture_weights(self, logits: th.Tensor) -> th.Tensor:
-        """Softmax of the gate logits, with the current steering applied."""
+        """Softmax of the gate logits, with the current steering (else :attr:`weight_scale`) applied."""
         s = self.steering
         if s is None:
+            if self.weight_scale is not None:  # softmax(logits + log scale) = scaled weights, renormalised
+                logits = logits + th.log(self.weight_scale.to(device=logits.device, dtype=logits.dtype))
             return th.softmax(logits, dim=-1)
         if s.fixed_weights is not None:
             return th.as_tensor(s.fixed_weights, dtype=logits.dtype, device=logits.device).expand_as(logits)

@@ -125,6 +125,24 @@ def test_steering_select_ablate_weights(batched: bool) -> None:
     assert th.allclose(moe(x)[0], sum(gate[:, k : k + 1] * expert_out[k] for k in range(3)), atol=1e-6)
 
 
+def test_weight_scale_scales_and_renormalises_the_mixture_and_zero_removes_an_expert(batched: bool) -> None:
+    moe, x = _moe(batched=batched), th.randn(5, 12)
+    expert_out = [moe.experts.expert(k)(x) for k in range(3)]
+    gate = th.softmax(moe.gate_logits(x), dim=-1)
+    moe.weight_scale = th.tensor([1.0, 0.25, 1.0])
+    scaled = gate * th.tensor([1.0, 0.25, 1.0])
+    scaled = scaled / scaled.sum(dim=1, keepdim=True)
+    assert th.allclose(moe(x)[0], sum(scaled[:, k : k + 1] * expert_out[k] for k in range(3)), atol=1e-6)
+    moe.weight_scale = th.tensor([1.0, 0.0, 1.0])  # scale 0: the same policy as ablating the expert
+    annealed = moe(x)[0]
+    grads = _grads(moe, x, None)
+    assert all(th.count_nonzero(g) == 0 for g in _group(grads, "experts.1."))  # exactly zero
+    moe.steering = resolve_steering(NAMES, ablate=["ghost"])
+    assert th.allclose(annealed, moe(x)[0], atol=1e-6)
+    moe.weight_scale = th.tensor([1.0, 0.25, 1.0])  # a steering overrides the scale
+    assert th.allclose(moe(x)[0], annealed, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

@@ -292,3 +292,37 @@ def test_label_replay_off_is_the_plain_update() -> None:
     assert all(th.equal(plain[k], off[k]) for k in plain)
     replayed = train(label_replay=4)
     assert any(not th.equal(plain[k], replayed[k]) for k in plain)
+
+
+def test_annealed_expert_weight_falls_linearly_to_zero_and_is_lifted_after_training() -> None:
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=4), seed=4, anneal_experts=["ghost"],
+                      anneal_fraction=0.5, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    seen: list[list[float]] = []
+
+    class Record(BaseCallback):
+        def _on_rollout_end(self) -> None:  # the scale the rollout was collected with (and is updated with)
+            scale = model.policy.moe.weight_scale
+            assert scale is not None
+            seen.append(scale.tolist())
+
+        def _on_step(self) -> bool:
+            return True
+
+    model.learn(8 * 16 * 4, callback=Record())
+    # four rollouts of a quarter of the run each, annealed over the first half: 1, 0.5, then 0 for good
+    assert seen == [[1.0, 1.0], [1.0, 0.5], [1.0, 0.0], [1.0, 0.0]]
+    assert model.policy.moe.weight_scale is None  # lifted: the trained mixture acts as it was trained to
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"anneal_experts": ["gost"]}, r"anneal_experts: unknown expert 'gost' \(did you mean 'ghost'\?\)"),
+        ({"anneal_experts": ["diamond", "ghost"]}, "cannot ablate every expert"),
+        ({"anneal_experts": ["ghost"], "anneal_fraction": 0.0}, r"anneal_fraction must be in \(0, 1\]"),
+    ],
+    ids=["unknown", "every-expert", "zero-fraction"],
+)
+def test_bad_anneal(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), policy_kwargs={"expert_arch": [8]}, **kwargs)
