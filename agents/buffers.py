@@ -17,8 +17,9 @@ __all__ = ["LabelReplay", "LabeledRolloutBuffer", "LabeledRolloutBufferSamples",
 
 class LabeledRolloutBufferSamples(NamedTuple):
     """SB3's ``RolloutBufferSamples`` fields plus ``labels`` (batch,) long, -1 = unlabeled, ``label_mask``
-    (batch,) bool, True where the step is labeled, and ``owner_log_prob`` (batch,) float, the log-probability
-    of the action under the expert its label routes into, acting alone, before the update (0 if unset)."""
+    (batch,) bool, True where the step is labeled, ``owner_log_prob`` (batch,) float, the log-probability
+    of the action under the expert its label routes into, acting alone, before the update (0 if unset), and
+    ``deployed`` (batch,) bool, True where the step was collected with the deployed steering."""
 
     observations: th.Tensor
     actions: th.Tensor
@@ -29,6 +30,7 @@ class LabeledRolloutBufferSamples(NamedTuple):
     labels: th.Tensor
     label_mask: th.Tensor
     owner_log_prob: th.Tensor
+    deployed: th.Tensor
 
 
 class LabeledRolloutBuffer(RolloutBuffer):
@@ -36,14 +38,22 @@ class LabeledRolloutBuffer(RolloutBuffer):
 
     Labels are written by :meth:`set_labels` when an episode ends (they are not known at ``add`` time) and
     flattened env-major together with the other arrays, so each label stays with its own step.
+    ``deployed`` (n_steps, n_envs) marks the steps of the envs in :attr:`deployed_envs` (those that act with
+    the deployed steering while collecting).
     """
 
     labels: np.ndarray
     owner_log_probs: np.ndarray
+    deployed: np.ndarray
+    deployed_envs: np.ndarray | None = None
+    """(n_envs,) bool: the envs that act with the deployed steering (None: none)."""
 
     def reset(self) -> None:
         self.labels = np.full((self.buffer_size, self.n_envs), UNLABELED, dtype=np.int64)
         self.owner_log_probs = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+        self.deployed = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        if self.deployed_envs is not None:
+            self.deployed[:] = self.deployed_envs
         super().reset()
 
     def set_labels(self, rows: np.ndarray, env: int, label_id: int) -> None:
@@ -56,6 +66,7 @@ class LabeledRolloutBuffer(RolloutBuffer):
         if not self.generator_ready:
             self.labels = self.swap_and_flatten(self.labels)
             self.owner_log_probs = self.swap_and_flatten(self.owner_log_probs)
+            self.deployed = self.swap_and_flatten(self.deployed)
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> LabeledRolloutBufferSamples:  # type: ignore[override]
@@ -66,6 +77,7 @@ class LabeledRolloutBuffer(RolloutBuffer):
             labels=self.to_torch(labels).long(),
             label_mask=self.to_torch(labels >= 0).bool(),
             owner_log_prob=self.to_torch(self.owner_log_probs[batch_inds].flatten()),
+            deployed=self.to_torch(self.deployed[batch_inds].flatten()).bool(),
         )
 
 
@@ -78,6 +90,9 @@ class ReplaySamples(NamedTuple):
     """Log-probability of the action under the policy that collected it (the behaviour policy)."""
     advantages: th.Tensor
     labels: th.Tensor
+    deployed: th.Tensor | None = None
+    """True where the step was collected with the deployed steering (None in stores saved before it existed:
+    none was)."""
 
 
 class LabelReplay:
@@ -110,6 +125,7 @@ class LabelReplay:
                 old_log_prob=th.as_tensor(buffer.log_probs[pick]),
                 advantages=th.as_tensor(buffer.advantages[pick]),
                 labels=th.as_tensor(buffer.labels[pick]).long(),
+                deployed=th.as_tensor(buffer.deployed[pick]),
             )
         )
         del self._store[: -self.rollouts]
@@ -122,9 +138,12 @@ class LabelReplay:
         """:meth:`sample` for each of ``n_epochs`` epochs (a new shuffle each), joining the kept rollouts once."""
         if not self._store:
             return [[] for _ in range(n_epochs)]
-        joined = ReplaySamples(*(th.cat(parts) for parts in zip(*self._store, strict=True)))
+        store = [  # a store saved before ``deployed`` existed: none of its steps was
+            s if s.deployed is not None else s._replace(deployed=th.zeros(len(s.labels), dtype=th.bool)) for s in self._store
+        ]
+        joined: tuple[th.Tensor, ...] = tuple(th.cat(parts) for parts in zip(*store, strict=True))
         out = []
         for _ in range(n_epochs):
-            order = th.randperm(len(joined.labels), generator=generator)
+            order = th.randperm(len(joined[0]), generator=generator)
             out.append([ReplaySamples(*(f[idx] for f in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)])
         return out

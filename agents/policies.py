@@ -195,6 +195,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
                 "expert_hidden_channels with cnn too)"
             )
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
+        #: (n_envs, n_experts) bool: while set, :meth:`forward` (SB3's rollout collection) lets env ``i`` act
+        #: with the experts ``rollout_keep[i]`` alone (RoutedPPO's ``deployed_share``); not saved
+        self.rollout_keep: th.Tensor | None = None
 
     def _build_mlp_extractor(self) -> None:
         def index(channels: Any, name: str) -> list[int] | None:
@@ -300,6 +303,17 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         """The steering now in force (``None``: unsteered)."""
         return self.moe.steering
 
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """SB3's ``forward`` (the rollout-collection path); with :attr:`rollout_keep` set, each env of the batch
+        acts with its own kept experts."""
+        if self.rollout_keep is None:
+            return super().forward(obs, deterministic)
+        self.moe.sample_keep = self.rollout_keep.to(self.device)
+        try:
+            return super().forward(obs, deterministic)
+        finally:
+            self.moe.sample_keep = None
+
     # -- routed training path ------------------------------------------------------------------------------
     def evaluate_actions_routed(
         self,
@@ -307,18 +321,20 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         actions: th.Tensor,
         route_weight: th.Tensor | None = None,
         gate_route_weight: th.Tensor | None = None,
+        keep: th.Tensor | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor]:
         """``evaluate_actions`` with routed gradients; forward values are those of ``evaluate_actions``.
 
         :param route_weight: (batch, n_experts) float, 1 = the expert's gradient flows, 0 = none
         :param gate_route_weight: (batch,) float gradient weight of the gate in the policy loss
+        :param keep: (batch, n_experts) bool, the experts each sample acts with (``None``: all)
         :return: values (batch, 1), log_prob (batch,), entropy (batch,), raw gate logits (batch, n_experts)
             (their gradient is not routed: use them for a gate loss)
         """
         features = self.extract_features(obs)
         extractor: RoutedExtractor = self.mlp_extractor  # type: ignore[assignment]
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
-        latent_pi, gate_logits = extractor.actor(pi_features, route_weight, gate_route_weight)
+        latent_pi, gate_logits = extractor.actor(pi_features, route_weight, gate_route_weight, keep)
         latent_vf = extractor.forward_critic(vf_features)  # type: ignore[arg-type]
         distribution = self._get_action_dist_from_latent(latent_pi)
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), gate_logits

@@ -129,6 +129,12 @@ class RoutedPPO(PPO):
         at the start of each rollout and kept through its update (the ratios stay consistent) and lifted
         when ``learn`` returns. Empty: off
     :param anneal_fraction: the share of training, in (0, 1], over which those weights reach 0
+    :param deployed_share: share of the envs (rounded to whole envs; the last ones) that act, while
+        collecting rollouts, with ``deployed_steering`` instead of the whole mixture, so that the deployed
+        policy is trained on its own behaviour; their steps are evaluated in the update (and in label replay)
+        with the same steering, so the PPO ratios compare like with like. 0: off
+    :param deployed_steering: the deployed steering as ``policy.steer`` keyword arguments (``{"select":
+        "diamond"}`` or ``{"ablate": [...]}``); needed when ``deployed_share`` > 0
     :param kwargs: SB3 ``PPO`` arguments (``n_steps``, ``batch_size``, ``ent_coef``, ``policy_kwargs``, ...)
     """
 
@@ -154,6 +160,8 @@ class RoutedPPO(PPO):
         label_replay_coef: float = 1.0,
         anneal_experts: Sequence[str] = (),
         anneal_fraction: float = 1.0,
+        deployed_share: float = 0.0,
+        deployed_steering: Mapping[str, Any] | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -184,6 +192,10 @@ class RoutedPPO(PPO):
             raise UserError(f"anneal_fraction must be in (0, 1], got {anneal_fraction}")
         self.anneal_experts = [anneal_experts] if isinstance(anneal_experts, str) else list(anneal_experts)
         self.anneal_fraction = float(anneal_fraction)
+        if not 0.0 <= deployed_share <= 1.0:
+            raise UserError(f"deployed_share must be in [0, 1], got {deployed_share}")
+        self.deployed_share = float(deployed_share)
+        self.deployed_steering = None if deployed_steering is None else dict(deployed_steering)
         self.label_log: list[tuple[int, int, str]] = []  # (global step, env index, label), for run folders
         self.step_labels: list[tuple[int, str]] = []  # (env index, label) of the labels given at the current step
         if _init_setup_model:
@@ -206,6 +218,7 @@ class RoutedPPO(PPO):
                 resolve_steering(expert_names, ablate=self.anneal_experts)
             except ValueError as e:
                 raise UserError(f"anneal_experts: {e}") from None
+        self._setup_deployed_envs(expert_names)
         if getattr(self, "labeler", None) is None:  # a loaded model keeps its labeler, counts and generator included
             if isinstance(self.labeler_spec, Labeler):
                 self.labeler = self.labeler_spec
@@ -228,7 +241,7 @@ class RoutedPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:  # the label replay store is saved: a resumed run replays it too
         # the tracker holds bound methods of the buffer; it is rebuilt by _setup_model on load
-        return [*super()._excluded_save_params(), "label_tracker", "label_log", "step_labels"]
+        return [*super()._excluded_save_params(), "label_tracker", "label_log", "step_labels", "_deployed_keep"]
 
     def train(self) -> None:
         """Update the policy from the rollout buffer (mirrors SB3 2.9.2 ``PPO.train``, plus routing and gate loss)."""
@@ -330,11 +343,12 @@ class RoutedPPO(PPO):
         self, data: LabeledRolloutBufferSamples, actions: th.Tensor, routed: bool, gated: bool
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor | None]:
         """Values, log-probabilities, entropy and (when routed or gated) the gate logits of a minibatch."""
-        if not (routed or gated):
+        keep = self._keep(data.deployed)
+        if not (routed or gated or keep is not None):
             return (*self.policy.evaluate_actions(data.observations, actions), None)
         route_weight = self.routing_table.weights(data.labels).to(self.device) if routed else None
         gate_route_weight = (~data.label_mask).float() if routed else None  # routed: the gate learns from unlabeled steps only
-        return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_route_weight)
+        return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_route_weight, keep)
 
     def _value_loss(
         self, data: LabeledRolloutBufferSamples, values: th.Tensor, clip_range_vf: float | None, step_weight: th.Tensor | None
@@ -366,10 +380,11 @@ class RoutedPPO(PPO):
         actions = replayed.actions.to(self.device)
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
-        if routed:
-            route_weight = self.routing_table.weights(replayed.labels).to(self.device)
-            gate_weight = th.zeros(len(obs), device=self.device)  # labeled steps: the gate is not trained by them
-            _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight)
+        keep = None if replayed.deployed is None else self._keep(replayed.deployed)
+        if routed or keep is not None:
+            route_weight = self.routing_table.weights(replayed.labels).to(self.device) if routed else None
+            gate_weight = th.zeros(len(obs), device=self.device) if routed else None  # labeled: not the gate's
+            _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight, keep)
         else:
             _, log_prob, _ = self.policy.evaluate_actions(obs, actions)
         advantages = replayed.advantages.to(self.device)
@@ -439,6 +454,34 @@ class RoutedPPO(PPO):
             total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
         return total / len(labeled)
 
+    def _setup_deployed_envs(self, expert_names: list[str]) -> None:
+        """Which envs act with the deployed steering (``deployed_share``), in the buffer and for the policy."""
+        self._deployed_keep: th.Tensor | None = None
+        share = getattr(self, "deployed_share", 0.0)
+        if share <= 0:
+            return
+        if not isinstance(self.policy, RoutedActorCriticPolicy):
+            raise UserError("deployed_share needs a RoutedActorCriticPolicy")
+        try:
+            steering = resolve_steering(expert_names, **(self.deployed_steering or {}))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"deployed_steering: {e}") from None
+        if steering is None or steering.fixed_weights is not None:
+            raise UserError("deployed_share needs deployed_steering to select or ablate experts, e.g. {'select': 'diamond'}")
+        n_deployed = round(share * self.n_envs)
+        if n_deployed == 0:
+            raise UserError(f"deployed_share {share} of {self.n_envs} envs is no env; use at least {1 / self.n_envs:g}")
+        envs = np.arange(self.n_envs) >= self.n_envs - n_deployed
+        self.rollout_buffer.deployed_envs = envs
+        self._deployed_keep = th.tensor(steering.keep)
+
+    def _keep(self, deployed: th.Tensor) -> th.Tensor | None:
+        """(batch, n_experts) experts each step acted with: the deployed steering's on deployed steps, all elsewhere."""
+        if self._deployed_keep is None:
+            return None
+        keep = self._deployed_keep.to(deployed.device)
+        return th.where(deployed.to(th.bool).unsqueeze(1), keep, th.ones_like(keep))
+
     def _anneal_mixture(self) -> None:
         """Scale the annealed experts' mixture weights for the coming rollout and its update."""
         if not self.anneal_experts:
@@ -459,15 +502,18 @@ class RoutedPPO(PPO):
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def learn(self, *args: Any, **kwargs: Any) -> RoutedPPO:
-        """SB3's ``learn``; a steering set on the policy is lifted while training and restored after (and an
-        annealing scale set while training is lifted)."""
+        """SB3's ``learn``; a steering set on the policy is lifted while training and restored after; the
+        deployed envs' steering (``deployed_share``) and the annealing scale hold while training only."""
         if not isinstance(self.policy, RoutedActorCriticPolicy):
             return super().learn(*args, **kwargs)
+        keep = self._deployed_keep
+        self.policy.rollout_keep = None if keep is None else self._keep(th.as_tensor(self.rollout_buffer.deployed_envs))
         try:
             with self.policy.steer():
                 return super().learn(*args, **kwargs)
         finally:
             self.policy.moe.weight_scale = None
+            self.policy.rollout_keep = None
 
 
 def _mean(x: th.Tensor, weight: th.Tensor | None) -> th.Tensor:

@@ -210,6 +210,9 @@ class RoutingConfig(_Section):
     will when deployed); None: off."""
     anneal_fraction: float = Field(1.0, gt=0.0, le=1.0)
     """Share of the run over which the annealed experts' weights reach 0."""
+    deployed_share: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the envs that act with the deployed steering (``eval.steering``, which must then select or
+    ablate experts) while collecting rollouts, their steps trained under that steering; 0: off."""
 
 
 class LabelingConfig(_Section):
@@ -321,6 +324,8 @@ class RunConfig(_Section):
             resolve_steering(self.policy.expert_names, **parse_mode(self.eval.steering))
         except ValueError as e:
             raise UserError(f"eval.steering: {e}") from None
+        if self.routing.deployed_share > 0 and self.eval.steering == "unsteered":
+            raise UserError("routing.deployed_share needs eval.steering to select or ablate experts (the deployed policy)")
         rollout = self.ppo.n_steps * self.env.n_envs
         if self.ppo.batch_size > rollout:
             raise UserError(f"ppo.batch_size ({self.ppo.batch_size}) exceeds the rollout size n_steps*n_envs ({rollout})")

@@ -235,6 +235,9 @@ class MixtureOfExperts(nn.Module):
         #: optional (n_experts,) factors in [0, 1] on the unsteered mixture weights (renormalised), e.g. to
         #: anneal an expert out during training; not saved, and ignored while a steering is set
         self.weight_scale: th.Tensor | None = None
+        #: optional (batch, n_experts) bool: per-sample experts kept (as a steering would, sample by sample) in
+        #: forward passes not given ``keep``; set only around a call whose batch it matches
+        self.sample_keep: th.Tensor | None = None
 
     def _input_mask(self, hidden_index: Mapping[str, Sequence[int]] | None, expert_in: int) -> th.Tensor | None:
         """(n_experts, expert_in) 0/1: which of the experts' input features each expert sees."""
@@ -298,12 +301,15 @@ class MixtureOfExperts(nn.Module):
         """(batch, n_experts) raw gate logits."""
         return self.gate(self._select(features, "gate_input_index"))
 
-    def mixture_weights(self, logits: th.Tensor) -> th.Tensor:
-        """Softmax of the gate logits, with the current steering (else :attr:`weight_scale`) applied."""
+    def mixture_weights(self, logits: th.Tensor, keep: th.Tensor | None = None) -> th.Tensor:
+        """Softmax of the gate logits, with the current steering applied; unsteered, with :attr:`weight_scale`
+        and the per-sample ``keep`` (batch, n_experts) bool mask applied, if given."""
         s = self.steering
         if s is None:
             if self.weight_scale is not None:  # softmax(logits + log scale) = scaled weights, renormalised
                 logits = logits + th.log(self.weight_scale.to(device=logits.device, dtype=logits.dtype))
+            if keep is not None:
+                logits = logits.masked_fill(~keep.to(logits.device), float("-inf"))
             return th.softmax(logits, dim=-1)
         if s.fixed_weights is not None:
             return th.as_tensor(s.fixed_weights, dtype=logits.dtype, device=logits.device).expand_as(logits)
@@ -315,6 +321,7 @@ class MixtureOfExperts(nn.Module):
         features: th.Tensor,
         route_weight: th.Tensor | None = None,
         gate_route_weight: th.Tensor | None = None,
+        keep: th.Tensor | None = None,
     ) -> tuple[th.Tensor, th.Tensor]:
         """Mix the experts.
 
@@ -323,15 +330,22 @@ class MixtureOfExperts(nn.Module):
             (1 = gradient flows, 0 = none); ``None``: no routing
         :param gate_route_weight: (batch,) float gradient weight of the gate; by default 1 where every
             route weight is 1 (unlabeled) and 0 elsewhere (labeled), as in the paper
+        :param keep: (batch, n_experts) bool, the experts each sample keeps, as ``steer(select=...)`` or
+            ``steer(ablate=...)`` would for the whole batch (default :attr:`sample_keep`; ``None``: all);
+            ignored while a steering is set
         :return: the mixed latent (batch, latent_dim) and the raw gate logits (batch, n_experts), whose
             gradient is not routed (for a supervised gate loss)
         """
         if route_weight is not None and gate_route_weight is None:
             gate_route_weight = (route_weight == 1).all(dim=1).to(features.dtype)
         logits = self.gate_logits(features)
-        weights = self.mixture_weights(route(logits, gate_route_weight))
-        keep = self.steering.keep if self.steering is not None else (True,) * self.n_experts
-        kept = [k for k in range(self.n_experts) if keep[k]]  # a dropped expert has mixture weight 0: skip its work
+        keep = self.sample_keep if keep is None else keep
+        weights = self.mixture_weights(route(logits, gate_route_weight), keep)
+        if self.steering is not None:
+            used = self.steering.keep
+        else:
+            used = tuple(keep.any(dim=0).tolist()) if keep is not None else (True,) * self.n_experts
+        kept = [k for k in range(self.n_experts) if used[k]]  # a dropped expert has mixture weight 0: skip its work
         expert_in = self._select(features, "expert_input_index")
         if self.experts.use_batched(expert_in):
             outs = self.experts(expert_in, kept)  # (kept, batch, latent): one batched product per layer

@@ -41,6 +41,7 @@ BAD = [
     (["routing.table={ghost: {ghost: 2.0}}"], r"must be in \[0, 1\]"),
     (["routing.label_rewards={gost: -1.0}"], r"unknown label 'gost'"),
     (["routing.anneal_experts=[gost]"], r"routing.anneal_experts: unknown expert 'gost' \(did you mean 'ghost'\?\)"),
+    (["routing.deployed_share=0.25", "eval.steering=unsteered"], "routing.deployed_share needs eval.steering to select"),
     (["routing.anneal_fraction=1.5"], r"config key 'routing.anneal_fraction': Input should be less than or equal to 1"),
     (["labeling.kind=fraction"], "the fraction labeler needs p"),
     (["policy.expert_names=[a, a]"], "distinct"),

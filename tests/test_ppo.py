@@ -326,3 +326,85 @@ def test_annealed_expert_weight_falls_linearly_to_zero_and_is_lifted_after_train
 def test_bad_anneal(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), policy_kwargs={"expert_arch": [8]}, **kwargs)
+
+
+def _deployed_model(share: float = 0.25, **kwargs: object) -> RoutedPPO:
+    return RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=6), seed=6, deployed_share=share,
+                     deployed_steering={"select": "diamond"}, label_replay=2, policy_kwargs={"expert_arch": [16]},
+                     **PPO_KWARGS, **kwargs)  # fmt: skip
+
+
+def test_deployed_envs_act_with_the_deployed_steering_and_the_others_with_the_mixture() -> None:
+    model = _deployed_model()
+    checked: list[bool] = []
+
+    class Check(BaseCallback):
+        def _on_rollout_end(self) -> None:  # before the update: the policy that collected the rollout
+            buffer = model.rollout_buffer
+            obs = th.as_tensor(buffer.observations.reshape(-1, *buffer.obs_shape))
+            actions = th.as_tensor(buffer.actions.reshape(-1)).long()
+            stored = th.as_tensor(buffer.log_probs.reshape(-1))
+            deployed = th.as_tensor(buffer.deployed.reshape(-1))
+            with th.no_grad():
+                mixture = model.policy.evaluate_actions(obs, actions)[1]
+                with model.policy.steer(select="diamond"):
+                    alone = model.policy.evaluate_actions(obs, actions)[1]
+            assert deployed.reshape(16, 8)[:, 6:].all() and not deployed.reshape(16, 8)[:, :6].any()  # the last 2 of 8
+            assert th.allclose(stored[deployed], alone[deployed], atol=1e-6)
+            assert th.allclose(stored[~deployed], mixture[~deployed], atol=1e-6)
+            assert not th.allclose(stored[deployed], mixture[deployed], atol=1e-3)  # the two do differ
+            checked.append(True)
+
+        def _on_step(self) -> bool:
+            return True
+
+    model.learn(8 * 16 * 2, callback=Check())
+    assert checked == [True, True]
+    assert model.policy.rollout_keep is None  # lifted after training
+
+
+def test_deployed_steps_train_the_deployed_expert_alone() -> None:
+    model = _deployed_model()
+    model.learn(8 * 16 * 2)
+    data = next(model.rollout_buffer.get(8 * 16))  # the last rollout, whole
+    deployed = th.nonzero(data.deployed).squeeze(1)
+    sub = type(data)(*(field[deployed] for field in data))
+    actions = sub.actions.long().flatten()
+    for batch, replay in ((sub, False), (model.label_replay.sample(1)[0], True)):
+        model.policy.zero_grad()
+        if replay:
+            assert batch.deployed is not None and batch.deployed.any() and not batch.deployed.all()
+            model._replay_loss(batch, clip_range=0.2, routed=True).backward()
+        else:
+            _, log_prob, _, _ = model._evaluate(batch, actions, routed=True, gated=True)
+            log_prob.sum().backward()
+        grads = per_expert({name: p.grad for name, p in model.policy.named_parameters()})
+        if not replay:  # deployed steps alone: nothing reaches the ghost expert or the gate
+            assert all(g is None or th.count_nonzero(g) == 0 for n, g in grads.items() if ".experts.1." in n or ".gate." in n)
+        assert any(g is not None and th.count_nonzero(g) > 0 for n, g in grads.items() if ".experts.0." in n)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"deployed_share": 1.5}, r"deployed_share must be in \[0, 1\]"),
+        ({"deployed_share": 0.5}, "deployed_share needs deployed_steering to select or ablate"),
+        ({"deployed_share": 0.5, "deployed_steering": {"select": "gost"}}, r"deployed_steering: unknown expert 'gost'"),
+        ({"deployed_share": 0.1, "deployed_steering": {"select": "ghost"}}, r"is no env; use at least 0.5"),
+    ],
+    ids=["share", "no-steering", "unknown-expert", "no-env"],
+)
+def test_bad_deployed_share(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), policy_kwargs={"expert_arch": [8]}, **kwargs)
+
+
+def test_a_label_replay_store_saved_before_deployed_steps_existed_still_replays() -> None:
+    from routed_rl.agents.buffers import LabelReplay, ReplaySamples
+
+    replay = LabelReplay(2)
+    old = ReplaySamples(th.zeros(3, 4), th.zeros(3, 1), th.zeros(3), th.ones(3), th.zeros(3, dtype=th.long))
+    assert old.deployed is None
+    replay._store.append(old)
+    (batch,) = replay.sample(1)
+    assert batch.deployed is not None and batch.deployed.dtype == th.bool and not batch.deployed.any()
