@@ -148,8 +148,9 @@ def test_label_rewards_replace_the_env_reward_on_labeled_episodes() -> None:
                 assert stored[row, i] == expected, (row, i, overseen, outcome, stored[row, i])
                 checked["labeled" if overseen else "unlabeled"] += 1
 
-    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=64, label_rewards={"ghost": -1.0, "diamond": 2.0})
-    model.learn(8 * 16 * 2, callback=_Check())
+    model = RoutedPPO("RoutedPolicy", env, seed=0, n_steps=16, batch_size=64, label_rewards={"ghost": -1.0, "diamond": 2.0},
+                      n_epochs=1, policy_kwargs={"expert_arch": [16], "value_arch": [16]})  # fmt: skip
+    model.learn(8 * 16 * 4, callback=_Check())
     assert checked["labeled"] > 3 and checked["unlabeled"] > 3, checked
     with pytest.raises(ValueError, match="unknown label 'gost'"):
         RoutedPPO("RoutedPolicy", env, label_rewards={"gost": -1.0})
@@ -232,7 +233,8 @@ def test_routing_scalars_are_logged() -> None:
         def write(self, key_values: dict, key_excluded: dict, step: int = 0) -> None:
             logged.update(key_values)
 
-    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(16, oversight_prob=0.5, seed=0), n_steps=16, batch_size=64, seed=0)
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(16, oversight_prob=0.5, seed=0), n_steps=16, batch_size=64, seed=0,
+                      n_epochs=2, policy_kwargs={"expert_arch": [16], "value_arch": [16]})  # fmt: skip
     model.set_logger(Logger(None, [_Capture()]))
     model.learn(16 * 16 * 3)
     assert logged["routing/labels_spent"] == model.labeler.labels_spent > 0
