@@ -177,8 +177,8 @@ def test_an_expert_blind_to_some_features_never_sees_them_and_the_others_do() ->
     from routed_rl.envs import OversightGridVecEnv
 
     env = OversightGridVecEnv(8, oversight_prob=0.5, seed=0)
-    model = RoutedPPO("RoutedPolicy", env, n_steps=16, batch_size=64, seed=0,
-                      policy_kwargs={"expert_arch": [16], "expert_hidden_channels": {"diamond": [3]}})  # fmt: skip
+    kwargs = {"expert_arch": [16], "value_arch": [16], "expert_hidden_channels": {"diamond": [3]}}
+    model = RoutedPPO("RoutedPolicy", env, n_steps=16, batch_size=64, seed=0, n_epochs=2, policy_kwargs=kwargs)
     moe = model.policy.moe
     hidden = list(range(75, 100))  # channel 3 of a (4, 5, 5) observation
     assert th.count_nonzero(moe.experts.weights[0][0][:, hidden]) == 0  # zero after SB3's orthogonal init
