@@ -97,20 +97,12 @@ def _differences(a: dict, b: dict, prefix: str = "") -> set[str]:
 
 # each baseline differs from the default only in the keys that define it
 DEFINING_KEYS = {
-    "default_blind": {
-        "policy.expert_obs_channels",
-        "policy.gate_obs_channels",
-        "policy.expert_hidden_channels",
-        "routing.label_replay",
-        "routing.label_rewards.ghost",
-    },
+    "default_blind": {"policy.expert_obs_channels", "policy.gate_obs_channels", "routing.label_replay"},
     "naive": {"routing.enabled", "routing.gate_coef", "eval.steering"},
     "naive_blind": {
         "policy.expert_obs_channels",
         "policy.gate_obs_channels",
-        "policy.expert_hidden_channels",
         "routing.label_replay",
-        "routing.label_rewards.ghost",
         "routing.enabled",
         "routing.gate_coef",
         "eval.steering",
@@ -147,8 +139,6 @@ def test_baselines_differ_from_the_default_only_in_their_defining_keys(name: str
 def test_default_is_the_papers_problem_the_agent_sees_the_oversight() -> None:
     config = load_config("default")
     assert config.policy.expert_obs_channels is None and config.policy.gate_obs_channels is None
-    # only the deployed expert is blind to the mask (channel 3); the ghost expert, gate and value head see it
-    assert config.policy.expert_hidden_channels == {"diamond": [3]}
     assert config.eval.steering == "select=diamond"
     assert load_config("default_blind").policy.expert_obs_channels == [0, 1, 2]
 
