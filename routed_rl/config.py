@@ -279,6 +279,8 @@ class LoggingConfig(_Section):
     """Logging and checkpoints."""
 
     tensorboard: bool = True
+    figures: bool = True
+    """Draw the task's maps and an episode GIF per steering mode into ``figures/`` when training ends."""
     checkpoint_every: int = Field(500_000, ge=1)
     """Env steps between checkpoints."""
     eval_every: int = Field(1_000_000, ge=1)

@@ -250,7 +250,8 @@ def run_training(
     atomic_save(model, run.model)
     results = [evaluate(model, **_evaluate_kwargs(config), **s) for s in modes]
     run.eval.write_text(json.dumps([r.to_dict() for r in results], indent=2))
-    _log_figures(model, run, config)
+    if config.logging.figures:
+        _log_figures(model, run, config)
     print(f"trained {trained.num_timesteps:,} env steps; {trained.labeler.labels_spent} labels spent; model {run.model}")
     if trained.labeler.labels_spent == 0:
         print(

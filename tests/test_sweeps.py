@@ -22,7 +22,7 @@ from routed_rl.config import load_config
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
-from routed_rl.sweeps.report import interval, write_report
+from routed_rl.sweeps.report import collect_rows, interval, write_report
 from routed_rl.sweeps.runner import trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
@@ -35,6 +35,8 @@ TINY = {
     "logging.eval_every": 100000,
     "eval.episodes": 50,
     "logging.tensorboard": False,
+    "logging.figures": False,
+    "routing.label_replay": 2,  # 8 rollouts of labels at 50% oversight would make each update ~5x the work
 }
 
 
@@ -73,7 +75,8 @@ def test_trial_config_is_the_method_with_the_grid_point_applied(tmp_path: Path) 
     trial = next(t for t in trials if t.method == "naive" and dict(t.axes)["ppo.learning_rate"] == 1e-4)
     assert trial.name == "naive__p0.5__ppo.learning_rate=0.0001__s3"
     config = spec.trial_config(trial)
-    expected = load_config("naive", ["env.oversight_prob=0.5", "seed=3", "total_steps=1024", "threads=2"])
+    tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]  # the sweep file's overrides
+    expected = load_config("naive", [*tiny, "env.oversight_prob=0.5", "seed=3", "total_steps=1024", "threads=2"])
     assert config.env.oversight_prob == 0.5 and config.seed == 3 and config.threads == 2
     assert config.ppo.learning_rate == 1e-4 and config.ppo.n_epochs == 7  # an axis and a --set config key
     assert config.routing == expected.routing and config.eval.steering == expected.eval.steering  # the method's own
@@ -211,7 +214,7 @@ def test_a_failing_trial_is_recorded_and_the_others_go_on(tmp_path: Path) -> Non
 
 
 def test_an_interrupted_sweep_checkpoints_and_resumes(tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, methods=["default"], total_steps=102_400)
+    path = write_sweep(tmp_path, methods=["default"], total_steps=40_960)
     exe = Path(sys.executable).with_name("routed-rl")
     proc = subprocess.Popen([str(exe), "sweep", str(path), "--out", "sw"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -226,10 +229,10 @@ def test_an_interrupted_sweep_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert "interrupted (rerun to resume)" in out and "stopped: rerun the same command to resume" in out
     assert trial_status(run.root) == "interrupted" and not run.model.exists()
     stopped = int(run.latest_checkpoint().stem.split("_")[1])  # type: ignore[union-attr]
-    assert 0 < stopped < 102_400
+    assert 0 < stopped < 40_960
     result = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert trial_status(run.root) == "done" and run.load_model().num_timesteps == 102_400
+    assert trial_status(run.root) == "done" and run.load_model().num_timesteps == 40_960
     sessions = json.loads((run.root / "trial.json").read_text())["sessions"]
     assert [s["status"] for s in sessions] == ["interrupted", "done"]
     assert "--resume" in run.command.read_text().splitlines()[-1]
@@ -297,6 +300,19 @@ def test_report_on_a_synthetic_sweep_gives_known_means_and_intervals(tmp_path: P
     assert "ghost seen / unseen" in text and "| 0.0% / 10.0% |" in text  # seed mean of 0, 0.1, 0.2 unseen
     assert "10.0%: default (select=diamond) 0.900 [0.900, 0.900] vs naive (unsteered) 0.100 [0.100, 0.100]: **above" in text
     assert "1.0%: default (select=diamond) 0.333 [0.000, 1.000] vs naive (unsteered) -0.500 [-0.500, -0.500]: **above" in text
+
+
+def test_report_counts_a_finished_trial_whose_model_stayed_where_it_ran(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": "away", "methods": ["default"], "total_steps": 1000}))
+    for seed in range(2):
+        _fake_trial(out, "default", 0.01, seed, 0.5, ghost=0.1)
+    (out / "default__p0.01__s1" / "model.zip").unlink()  # evaluated, model left behind
+    _fake_trial(out, "default", 0.01, 2, 0.9, ghost=0.0)
+    (out / "default__p0.01__s2" / "eval.json").unlink()  # not evaluated: left out
+    rows, _ = collect_rows(out)
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
 
 
 def test_report_does_not_compare_single_seeds(tmp_path: Path) -> None:
