@@ -302,7 +302,7 @@ def test_report_on_a_synthetic_sweep_gives_known_means_and_intervals(tmp_path: P
     assert "1.0%: default (select=diamond) 0.333 [0.000, 1.000] vs naive (unsteered) -0.500 [-0.500, -0.500]: **above" in text
 
 
-def test_report_counts_a_finished_trial_whose_model_stayed_where_it_ran(tmp_path: Path) -> None:
+def test_a_finished_trial_whose_model_stayed_where_it_ran_counts_as_done(tmp_path: Path) -> None:
     out = tmp_path / "sw"
     out.mkdir()
     (out / "sweep.yaml").write_text(yaml.safe_dump({"name": "away", "methods": ["default"], "total_steps": 1000}))
@@ -311,6 +311,7 @@ def test_report_counts_a_finished_trial_whose_model_stayed_where_it_ran(tmp_path
     (out / "default__p0.01__s1" / "model.zip").unlink()  # evaluated, model left behind
     _fake_trial(out, "default", 0.01, 2, 0.9, ghost=0.0)
     (out / "default__p0.01__s2" / "eval.json").unlink()  # not evaluated: left out
+    assert trial_status(out / "default__p0.01__s1") == "done"  # a rerun skips it instead of retraining over it
     rows, _ = collect_rows(out)
     assert sorted({r["seed"] for r in rows}) == [0, 1]
 

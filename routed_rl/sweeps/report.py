@@ -77,19 +77,7 @@ def _unwanted_share(rates: dict[str, float], task: Task) -> float | None:
 
 
 def _done_trials(sweep_dir: Path) -> list[Path]:
-    """Finished trials; one recorded as finished whose model stayed where it ran (e.g. a machine that could
-    send back only the small files) still counts: the report needs its evaluation, not its model."""
-    return [
-        p
-        for p in sorted(sweep_dir.iterdir())
-        if (p / TRIAL_FILE).is_file() and (trial_status(p) == "done" or _evaluated_elsewhere(p))
-    ]
-
-
-def _evaluated_elsewhere(root: Path) -> bool:
-    run = RunDir(root)
-    record = json.loads((root / TRIAL_FILE).read_text())
-    return record.get("status") == "done" and run.eval.is_file() and not run.model.exists()
+    return [p for p in sorted(sweep_dir.iterdir()) if (p / TRIAL_FILE).is_file() and trial_status(p) == "done"]
 
 
 def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], Task | None]:

@@ -48,12 +48,16 @@ TRIAL_FILE = "trial.json"
 def trial_status(root: Path, total_steps: int | None = None) -> str:
     """``done``, ``interrupted`` (has a checkpoint to resume from), ``failed`` or ``new``.
 
+    A trial recorded as finished and evaluated is ``done`` even without its ``model.zip`` (a model left on the
+    machine it ran on, where only the small files could come back): a rerun skips it rather than retraining
+    it over its results, and the report reads its evaluation.
+
     :param total_steps: the sweep's step count: a finished trial trained for fewer steps is ``interrupted``
         (to be extended from its checkpoint)
     """
     record = _read_record(root)
     run = RunDir(root)
-    if record.get("status") == "done" and run.model.is_file() and run.eval.is_file():
+    if record.get("status") == "done" and run.eval.is_file():
         return "interrupted" if total_steps is not None and _extendable(run, total_steps) else "done"
     if run.latest_checkpoint() is not None:
         return "interrupted"
