@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from routed_rl.errors import UserError, did_you_mean
 from routed_rl.routing import RoutingTable
@@ -38,6 +38,7 @@ __all__ = [
     "RunConfig",
     "builtin_configs",
     "load_config",
+    "whole_number",
 ]
 
 
@@ -49,8 +50,28 @@ class ConfigError(UserError):
     """A config that cannot be used; the message is one line that says what to fix."""
 
 
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def whole_number(value: Any) -> Any:
+    """``"1e6"`` -> ``1000000``: YAML reads an exponent without a dot as a string, and step counts are
+    written that way (rl-zoo3's ``n_timesteps: !!float 1e6``). Anything else, a fraction included, is
+    returned as it came, for the field's own check to accept or reject."""
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        return whole_number(value) if annotation in (int, int | None) else value
 
 
 class EnvConfig(_Section):

@@ -29,6 +29,18 @@ def test_overrides_and_yaml_files(tmp_path: Path) -> None:
     assert mine.policy == RunConfig().policy  # unspecified sections keep their defaults
 
 
+def test_step_counts_may_be_written_with_an_exponent(tmp_path: Path) -> None:
+    """YAML reads 1e6 (no dot) as a string; a whole number written so is still a step count."""
+    path = tmp_path / "steps.yaml"
+    path.write_text("total_steps: 1e6\nlogging:\n  checkpoint_every: 2.5e5\nppo:\n  learning_rate: 3e-4\n")
+    config = load_config(path, ["early_stopping.every=5E4"])
+    assert config.total_steps == 1_000_000 and isinstance(config.total_steps, int)
+    assert config.logging.checkpoint_every == 250_000 and config.early_stopping.every == 50_000
+    assert config.ppo.learning_rate == 3e-4
+    with pytest.raises(ConfigError, match=r"config key 'total_steps': Input should be a valid integer"):
+        load_config("default", ["total_steps=1.5e0"])  # not whole: still refused
+
+
 BAD = [
     (["env.oversight_prb=0.1"], r"unknown config key 'env.oversight_prb' \(did you mean 'oversight_prob'\?\)"),
     (["ppo.n_step=4"], r"unknown config key 'ppo.n_step' \(did you mean 'n_steps'\?\)"),

@@ -82,6 +82,11 @@ def test_trial_config_is_the_method_with_the_grid_point_applied(tmp_path: Path) 
     assert config.routing == expected.routing and config.eval.steering == expected.eval.steering  # the method's own
 
 
+def test_sweep_step_counts_may_be_written_with_an_exponent() -> None:
+    spec, trials, _ = load_sweep("standard", ["total_steps=3e5"])
+    assert spec.total_steps == 300_000 and spec.trial_config(trials[0]).total_steps == 300_000
+
+
 def test_a_method_given_as_a_yaml_file_is_found_next_to_the_sweep(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("base: default\nppo:\n  n_epochs: 2\n")
     spec, trials, _ = load_sweep(write_sweep(tmp_path, methods=["mine.yaml", "naive"]))

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from routed_rl.config import RunConfig, builtin_configs, load_config, parse_override
+from routed_rl.config import RunConfig, builtin_configs, load_config, parse_override, whole_number
 from routed_rl.errors import UserError, did_you_mean
 
 __all__ = ["SweepSpec", "Trial", "builtin_sweeps", "load_sweep"]
@@ -60,6 +60,11 @@ class SweepSpec(BaseModel):
     """More grid axes: a config key (``section.key``) and the values it takes."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Config keys (``section.key``) set to one value in every trial."""
+
+    @field_validator("total_steps", "threads", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any) -> Any:
+        return whole_number(value)
 
     @field_validator("oversight_probs")
     @classmethod
