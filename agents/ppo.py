@@ -110,6 +110,8 @@ class RoutedPPO(PPO):
     :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
     :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps (with a
         mixture of two or more experts, routed or not)
+    :param gate_policy_gradient: False: no policy gradient reaches the gate (routed or not, replay included),
+        so it learns from the gate loss alone; with ``gate_coef=0`` too its mixture weights stay as initialised
     :param expert_loss_coef: weight of an extra clipped surrogate on labeled steps, evaluated with the expert
         each label routes into acting alone (its owner) against that expert's own pre-update log-probability,
         so a labeled episode trains that expert as a stand-alone policy whatever the gate weighed it at;
@@ -153,6 +155,7 @@ class RoutedPPO(PPO):
         labeler: Labeler | str = "oversight",
         labeler_kwargs: Mapping[str, Any] | None = None,
         gate_coef: float = 1.0,
+        gate_policy_gradient: bool = True,
         expert_loss_coef: float = 0.0,
         label_rewards: Mapping[str, float] | None = None,
         labeled_only: bool = False,
@@ -179,6 +182,7 @@ class RoutedPPO(PPO):
         self.labeler_spec: Labeler | str = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
+        self.gate_policy_gradient = bool(gate_policy_gradient)
         if expert_loss_coef < 0:
             raise UserError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
         self.expert_loss_coef = float(expert_loss_coef)
@@ -344,11 +348,18 @@ class RoutedPPO(PPO):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor | None]:
         """Values, log-probabilities, entropy and (when routed or gated) the gate logits of a minibatch."""
         keep = self._keep(data.deployed)
-        if not (routed or gated or keep is not None):
+        if not (routed or gated or keep is not None or self._gate_frozen_in_policy_loss):
             return (*self.policy.evaluate_actions(data.observations, actions), None)
         route_weight = self.routing_table.weights(data.labels).to(self.device) if routed else None
         gate_route_weight = (~data.label_mask).float() if routed else None  # routed: the gate learns from unlabeled steps only
+        if self._gate_frozen_in_policy_loss:
+            gate_route_weight = th.zeros(len(actions), device=self.device)
         return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_route_weight, keep)
+
+    @property
+    def _gate_frozen_in_policy_loss(self) -> bool:
+        """No policy gradient into the gate (``gate_policy_gradient=False``, a mixture policy)."""
+        return not getattr(self, "gate_policy_gradient", True) and isinstance(self.policy, RoutedActorCriticPolicy)
 
     def _value_loss(
         self, data: LabeledRolloutBufferSamples, values: th.Tensor, clip_range_vf: float | None, step_weight: th.Tensor | None
@@ -381,9 +392,10 @@ class RoutedPPO(PPO):
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
         keep = None if replayed.deployed is None else self._keep(replayed.deployed)
-        if routed or keep is not None:
+        frozen = self._gate_frozen_in_policy_loss
+        if routed or keep is not None or frozen:
             route_weight = self.routing_table.weights(replayed.labels).to(self.device) if routed else None
-            gate_weight = th.zeros(len(obs), device=self.device) if routed else None  # labeled: not the gate's
+            gate_weight = th.zeros(len(obs), device=self.device) if routed or frozen else None  # labeled: not the gate's
             _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight, keep)
         else:
             _, log_prob, _ = self.policy.evaluate_actions(obs, actions)

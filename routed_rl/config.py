@@ -212,6 +212,9 @@ class RoutingConfig(_Section):
     """Per-expert gradient weights of unlabeled steps (None: 1 for every expert)."""
     gate_coef: float = Field(1.0, ge=0.0)
     """Weight of the gate's cross-entropy against the label on labeled steps (with or without routing)."""
+    gate_policy_gradient: bool = True
+    """False: the policy gradient never reaches the gate, which then learns from the gate loss alone (with
+    ``gate_coef: 0`` too, the mixture weights stay as initialised)."""
     labeled_only: bool = False
     """Train on labeled steps only (the filtering baseline): the policy surrogate, entropy bonus, value loss
     and gate loss are averaged over the labeled steps of each minibatch; unlabeled steps are collected (their

@@ -125,6 +125,31 @@ def test_gate_learns_from_labels(routing_enabled: bool) -> None:
     assert model.logger.name_to_value["train/gate_loss"] > 0
 
 
+@pytest.mark.parametrize("routing_enabled", [True, False], ids=["routed", "moe-no-routing"])
+def test_without_policy_gradient_into_the_gate_it_stays_as_initialised(routing_enabled: bool) -> None:
+    """gate_policy_gradient=False and gate_coef=0: labeled and unlabeled steps, fresh and replayed, train the
+    experts and the value net and leave the gate exactly as it was."""
+    env = OversightGridVecEnv(8, oversight_prob=0.5, seed=1)
+    model = RoutedPPO("RoutedPolicy", env, seed=1, gate_coef=0.0, gate_policy_gradient=False, label_replay=2,
+                      routing_enabled=routing_enabled, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    before = _params(model)
+    model.learn(8 * 16 * 3)
+    assert model.label_replay.sample(1), "nothing was replayed"
+    moved = {k for k, v in _params(model).items() if not th.equal(v, before[k])}
+    assert {k for k in moved if ".gate." in k} == set()
+    assert any(".experts.0." in k for k in moved) and any(".experts.1." in k for k in moved)
+    assert any(k.startswith("mlp_extractor.critic.") for k in moved)
+
+
+def test_without_policy_gradient_into_the_gate_the_gate_loss_still_trains_it() -> None:
+    env = OversightGridVecEnv(8, seed=0)
+    model = RoutedPPO("RoutedPolicy", env, seed=0, gate_policy_gradient=False, policy_kwargs={"expert_arch": [16]},
+                      **{**PPO_KWARGS, "learning_rate": 1e-2})  # fmt: skip
+    obs = th.as_tensor(OversightGridVecEnv(256, seed=9).reset())
+    model.learn(8 * 16 * 5, callback=_LabelEverything("ghost"))
+    assert model.policy.mixture_weights(obs)[:, 1].mean().item() > 0.8
+
+
 def test_label_rewards_replace_the_env_reward_on_labeled_episodes() -> None:
     """The buffer itself holds the label reward at a labeled episode's last step, and the env's elsewhere."""
     env = OversightGridVecEnv(8, oversight_prob=0.5, seed=0)
