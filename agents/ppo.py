@@ -348,18 +348,19 @@ class RoutedPPO(PPO):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None, th.Tensor | None]:
         """Values, log-probabilities, entropy and (when routed or gated) the gate logits of a minibatch."""
         keep = self._keep(data.deployed)
-        if not (routed or gated or keep is not None or self._gate_frozen_in_policy_loss):
+        gate_weight = self._gate_weight(data.label_mask, routed)
+        if not (routed or gated or keep is not None or gate_weight is not None):
             return (*self.policy.evaluate_actions(data.observations, actions), None)
         route_weight = self.routing_table.weights(data.labels).to(self.device) if routed else None
-        gate_route_weight = (~data.label_mask).float() if routed else None  # routed: the gate learns from unlabeled steps only
-        if self._gate_frozen_in_policy_loss:
-            gate_route_weight = th.zeros(len(actions), device=self.device)
-        return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_route_weight, keep)
+        return self.policy.evaluate_actions_routed(data.observations, actions, route_weight, gate_weight, keep)
 
-    @property
-    def _gate_frozen_in_policy_loss(self) -> bool:
-        """No policy gradient into the gate (``gate_policy_gradient=False``, a mixture policy)."""
-        return not getattr(self, "gate_policy_gradient", True) and isinstance(self.policy, RoutedActorCriticPolicy)
+    def _gate_weight(self, label_mask: th.Tensor, routed: bool) -> th.Tensor | None:
+        """Per-step gradient weight of the gate in the policy loss: 0 everywhere with ``gate_policy_gradient``
+        off (a mixture policy); routed, 1 on unlabeled steps only (labeled ones are not the gate's, as in the
+        paper); else None (every step)."""
+        if not self.gate_policy_gradient and isinstance(self.policy, RoutedActorCriticPolicy):
+            return th.zeros(len(label_mask), device=self.device)
+        return (~label_mask).float().to(self.device) if routed else None
 
     def _value_loss(
         self, data: LabeledRolloutBufferSamples, values: th.Tensor, clip_range_vf: float | None, step_weight: th.Tensor | None
@@ -392,10 +393,9 @@ class RoutedPPO(PPO):
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
         keep = None if replayed.deployed is None else self._keep(replayed.deployed)
-        frozen = self._gate_frozen_in_policy_loss
-        if routed or keep is not None or frozen:
+        gate_weight = self._gate_weight(th.ones(len(obs), dtype=th.bool), routed)  # every kept step is labeled
+        if routed or keep is not None or gate_weight is not None:
             route_weight = self.routing_table.weights(replayed.labels).to(self.device) if routed else None
-            gate_weight = th.zeros(len(obs), device=self.device) if routed or frozen else None  # labeled: not the gate's
             _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight, keep)
         else:
             _, log_prob, _ = self.policy.evaluate_actions(obs, actions)
