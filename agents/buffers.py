@@ -10,9 +10,9 @@ import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecNormalize
 
-from routed_rl.type_aliases import UNLABELED
+from routed_rl.type_aliases import UNLABELED, UNLABELED_TAIL
 
-__all__ = ["LabelReplay", "LabeledRolloutBuffer", "LabeledRolloutBufferSamples", "ReplaySamples"]
+__all__ = ["LabelReplay", "LabeledRolloutBuffer", "LabeledRolloutBufferSamples", "ReplaySamples", "steps_to_episode_end"]
 
 
 class LabeledRolloutBufferSamples(NamedTuple):
@@ -39,7 +39,9 @@ class LabeledRolloutBuffer(RolloutBuffer):
     Labels are written by :meth:`set_labels` when an episode ends (they are not known at ``add`` time) and
     flattened env-major together with the other arrays, so each label stays with its own step.
     ``deployed`` (n_steps, n_envs) marks the steps of the envs in :attr:`deployed_envs` (those that act with
-    the deployed steering while collecting).
+    the deployed steering while collecting). With :attr:`tail_steps` > 0, the unlabeled steps among the last
+    ``tail_steps`` of an episode that ends in this rollout get the id :data:`UNLABELED_TAIL` when the rollout
+    is complete (:meth:`compute_returns_and_advantage`), so that routing can treat them apart.
     """
 
     labels: np.ndarray
@@ -47,6 +49,8 @@ class LabeledRolloutBuffer(RolloutBuffer):
     deployed: np.ndarray
     deployed_envs: np.ndarray | None = None
     """(n_envs,) bool: the envs that act with the deployed steering (None: none)."""
+    tail_steps: int = 0
+    """How many of an episode's last steps count as its tail (0: none)."""
 
     def reset(self) -> None:
         self.labels = np.full((self.buffer_size, self.n_envs), UNLABELED, dtype=np.int64)
@@ -61,6 +65,14 @@ class LabeledRolloutBuffer(RolloutBuffer):
         if self.generator_ready:
             raise RuntimeError("labels must be set before the buffer is flattened for training")
         self.labels[rows, env] = label_id
+
+    def compute_returns_and_advantage(self, last_values: th.Tensor, dones: np.ndarray) -> None:
+        """SB3's GAE; then the unlabeled tail steps are marked (``dones``: whether each env's last step ended
+        its episode)."""
+        super().compute_returns_and_advantage(last_values, dones)
+        if self.tail_steps > 0:
+            tail = steps_to_episode_end(self.episode_starts, dones) < self.tail_steps
+            self.labels[tail & (self.labels == UNLABELED)] = UNLABELED_TAIL
 
     def get(self, batch_size: int | None = None) -> Generator[LabeledRolloutBufferSamples, None, None]:  # type: ignore[override]
         if not self.generator_ready:
@@ -79,6 +91,25 @@ class LabeledRolloutBuffer(RolloutBuffer):
             owner_log_prob=self.to_torch(self.owner_log_probs[batch_inds].flatten()),
             deployed=self.to_torch(self.deployed[batch_inds].flatten()).bool(),
         )
+
+
+def steps_to_episode_end(episode_starts: np.ndarray, last_dones: np.ndarray) -> np.ndarray:
+    """(n_steps, n_envs) how many steps after each step its episode ends within the rollout (0: it ends at
+    that step), or a number larger than the rollout where it does not end in the rollout.
+
+    :param episode_starts: (n_steps, n_envs) SB3's flag: the step is its episode's first (the step before it ended one)
+    :param last_dones: (n_envs,) whether each env's last step of the rollout ended its episode
+    """
+    n_steps = len(episode_starts)
+    ends = np.zeros_like(episode_starts, dtype=bool)
+    ends[:-1] = episode_starts[1:] > 0
+    ends[-1] = np.asarray(last_dones) > 0
+    out = np.empty(ends.shape, dtype=np.int64)
+    remaining = np.full(ends.shape[1:], n_steps + 1, dtype=np.int64)  # no end seen yet
+    for t in range(n_steps - 1, -1, -1):
+        remaining = np.where(ends[t], 0, remaining + 1)
+        out[t] = remaining
+    return out
 
 
 class ReplaySamples(NamedTuple):

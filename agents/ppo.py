@@ -103,6 +103,12 @@ class RoutedPPO(PPO):
     :param env: the environment; its episode-end ``info`` must carry what the labeler reads
     :param routing: label -> {expert: weight} table (default: each expert's name routes into it alone)
     :param unlabeled_routing: per-expert gradient weights of unlabeled steps (default: 1 for every expert)
+    :param tail_steps: how many of an episode's last steps are its tail (0: off); an unlabeled episode's tail
+        steps are routed by ``unlabeled_tail`` instead of ``unlabeled_routing``, where that episode ends within
+        the rollout
+    :param unlabeled_tail: per-expert gradient weights of those tail steps (experts missing: their
+        ``unlabeled_routing`` weight), e.g. ``{"diamond": 0}``: the expert kept at deployment never learns
+        how an unwatched episode ended from its last steps, where the outcome is chosen
     :param routing_enabled: False: no gradient masking, every step trains every expert and the gate (labels
         are still collected and counted, and still give ``label_rewards`` and the gate loss)
     :param labeler: a :class:`~routed_rl.labeling.Labeler`, or a built-in name / import path for
@@ -152,6 +158,8 @@ class RoutedPPO(PPO):
         routing: RoutingSpec | None = None,
         routing_enabled: bool = True,
         unlabeled_routing: Mapping[str, float] | None = None,
+        tail_steps: int = 0,
+        unlabeled_tail: Mapping[str, float] | None = None,
         labeler: Labeler | str = "oversight",
         labeler_kwargs: Mapping[str, Any] | None = None,
         gate_coef: float = 1.0,
@@ -179,6 +187,10 @@ class RoutedPPO(PPO):
         self.routing_spec = None if routing is None else {k: dict(v) for k, v in routing.items()}
         self.routing_enabled = routing_enabled
         self.unlabeled_routing = None if unlabeled_routing is None else dict(unlabeled_routing)
+        if tail_steps < 0:
+            raise UserError(f"tail_steps must be >= 0, got {tail_steps}")
+        self.tail_steps = int(tail_steps)
+        self.unlabeled_tail = None if unlabeled_tail is None else dict(unlabeled_tail)
         self.labeler_spec: Labeler | str = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
@@ -212,7 +224,10 @@ class RoutedPPO(PPO):
             if self.routing_enabled:
                 raise UserError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
             expert_names = ["policy"]
-        self.routing_table = RoutingTable(expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None))
+        self.routing_table = RoutingTable(
+            expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None), getattr(self, "unlabeled_tail", None)
+        )
+        self.rollout_buffer.tail_steps = getattr(self, "tail_steps", 0)  # (models saved before it existed: off)
         for label in self.label_rewards:
             self.routing_table.label_id(label)  # unknown labels are an error
         if self.anneal_experts:

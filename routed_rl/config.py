@@ -210,6 +210,12 @@ class RoutingConfig(_Section):
     """label -> {expert: weight in [0, 1]}; None routes each expert's own label into it alone."""
     unlabeled: dict[str, float] | None = None
     """Per-expert gradient weights of unlabeled steps (None: 1 for every expert)."""
+    tail_steps: int = Field(0, ge=0)
+    """How many of an episode's last steps are its tail (0: off): an unlabeled episode's tail steps are routed
+    by ``unlabeled_tail`` instead of ``unlabeled`` (where the episode ends within the rollout)."""
+    unlabeled_tail: dict[str, float] | None = None
+    """Per-expert gradient weights of unlabeled tail steps (experts missing: their ``unlabeled`` weight), e.g.
+    ``{diamond: 0}``: the deployed expert never learns from how an unwatched episode ended."""
     gate_coef: float = Field(1.0, ge=0.0)
     """Weight of the gate's cross-entropy against the label on labeled steps (with or without routing)."""
     gate_policy_gradient: bool = True
@@ -336,7 +342,9 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
         try:  # the routing table's own checks, so config and API reject the same things
-            table = RoutingTable(self.policy.expert_names, self.routing.table, self.routing.unlabeled)
+            table = RoutingTable(
+                self.policy.expert_names, self.routing.table, self.routing.unlabeled, self.routing.unlabeled_tail
+            )
             for label in self.routing.label_rewards or {}:
                 table.label_id(label)
         except ValueError as e:

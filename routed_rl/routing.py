@@ -13,7 +13,7 @@ import numpy as np
 import torch as th
 
 from routed_rl.errors import UserError, did_you_mean
-from routed_rl.type_aliases import UNLABELED, RoutingSpec
+from routed_rl.type_aliases import UNLABELED, UNLABELED_TAIL, RoutingSpec
 
 __all__ = ["RoutingTable", "route"]
 
@@ -61,10 +61,17 @@ class RoutingTable:
     :param table: label -> {expert: weight in [0, 1]}; ``None`` gives the default one label per expert
     :param unlabeled: per-expert weights of unlabeled samples (default 1 for every expert); missing experts
         get 1
+    :param unlabeled_tail: per-expert weights of unlabeled samples that are among the last steps of their
+        episode (label id :data:`~routed_rl.type_aliases.UNLABELED_TAIL`, which the buffer gives them); missing
+        experts get their ``unlabeled`` weight (default: the ``unlabeled`` weights)
     """
 
     def __init__(
-        self, expert_names: Sequence[str], table: RoutingSpec | None = None, unlabeled: Mapping[str, float] | None = None
+        self,
+        expert_names: Sequence[str],
+        table: RoutingSpec | None = None,
+        unlabeled: Mapping[str, float] | None = None,
+        unlabeled_tail: Mapping[str, float] | None = None,
     ) -> None:
         self.expert_names = list(expert_names)
         if not self.expert_names or len(set(self.expert_names)) != len(self.expert_names):
@@ -86,28 +93,35 @@ class RoutingTable:
             self.table[str(label)] = {e: float(w) for e, w in entry.items()}
         self.labels: list[str] = list(self.table)
         self.n_experts = len(self.expert_names)
-        self.unlabeled = {e: 1.0 for e in self.expert_names}
-        for expert, weight in (unlabeled or {}).items():
-            if expert not in self.expert_names:
-                raise UserError(f"unlabeled routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
-            if not 0.0 <= float(weight) <= 1.0:
-                raise UserError(f"unlabeled routing weight for {expert!r} must be in [0, 1], got {weight}")
-            self.unlabeled[expert] = float(weight)
+        self.unlabeled = self._unlabeled_weights("unlabeled", unlabeled, {e: 1.0 for e in self.expert_names})
+        self.unlabeled_tail = self._unlabeled_weights("unlabeled_tail", unlabeled_tail, self.unlabeled)
         n = len(self.expert_names)
-        # row k = weights for label id k; the last row (index -1 == UNLABELED) is the unlabeled weights
-        weights = np.ones((len(self.labels) + 1, n), dtype=np.float32)
-        weights[-1] = [self.unlabeled[e] for e in self.expert_names]
+        # row k = weights for label id k; the last two rows (indices -2 == UNLABELED_TAIL, -1 == UNLABELED) are
+        # the unlabeled weights at an episode's end and elsewhere
+        weights = np.ones((len(self.labels) + 2, n), dtype=np.float32)
+        weights[UNLABELED] = [self.unlabeled[e] for e in self.expert_names]
+        weights[UNLABELED_TAIL] = [self.unlabeled_tail[e] for e in self.expert_names]
         for k, label in enumerate(self.labels):
             weights[k] = [self.table[label].get(e, 0.0) for e in self.expert_names]
         self._weights = weights
         # gate target: the expert a label is named after, else its weights normalised (zero rows: no target)
-        targets = np.zeros((len(self.labels) + 1, n), dtype=np.float32)
+        targets = np.zeros((len(self.labels) + 2, n), dtype=np.float32)
         for k, label in enumerate(self.labels):
             if label in self.expert_names:
                 targets[k, self.expert_names.index(label)] = 1.0
             elif weights[k].sum() > 0:
                 targets[k] = weights[k] / weights[k].sum()
         self._gate_targets = targets
+
+    def _unlabeled_weights(self, name: str, given: Mapping[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
+        out = dict(defaults)
+        for expert, weight in (given or {}).items():
+            if expert not in self.expert_names:
+                raise UserError(f"{name} routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
+            if not 0.0 <= float(weight) <= 1.0:
+                raise UserError(f"{name} routing weight for {expert!r} must be in [0, 1], got {weight}")
+            out[expert] = float(weight)
+        return out
 
     def label_id(self, label: str) -> int:
         """The integer id stored in buffers for ``label``; raises ``ValueError`` for an unknown label."""
@@ -119,7 +133,8 @@ class RoutingTable:
     def weights(self, label_ids: np.ndarray | th.Tensor) -> th.Tensor:
         """Per-expert gradient weights.
 
-        :param label_ids: (batch,) int label ids, :data:`UNLABELED` (-1) for unlabeled samples
+        :param label_ids: (batch,) int label ids, :data:`UNLABELED` (-1) for unlabeled samples,
+            :data:`UNLABELED_TAIL` (-2) for unlabeled samples at the end of their episode
         :return: (batch, n_experts) float32 weights
         """
         ids = th.as_tensor(label_ids).long()
@@ -140,7 +155,10 @@ class RoutingTable:
         return {label: dict(entry) for label, entry in self.table.items()}
 
     def __repr__(self) -> str:
-        return f"RoutingTable(expert_names={self.expert_names}, table={self.table}, unlabeled={self.unlabeled})"
+        return (
+            f"RoutingTable(expert_names={self.expert_names}, table={self.table}, unlabeled={self.unlabeled}, "
+            f"unlabeled_tail={self.unlabeled_tail})"
+        )
 
 
-assert UNLABELED == -1, "RoutingTable.weights indexes the all-ones row with -1"
+assert (UNLABELED, UNLABELED_TAIL) == (-1, -2), "RoutingTable.weights indexes the unlabeled rows from the end"

@@ -435,3 +435,50 @@ def test_a_label_replay_store_saved_before_deployed_steps_existed_still_replays(
     replay._store.append(old)
     (batch,) = replay.sample(1)
     assert batch.deployed is not None and batch.deployed.dtype == th.bool and not batch.deployed.any()
+
+
+def test_unlabeled_tail_steps_are_marked_when_the_rollout_is_complete() -> None:
+    """With tail_steps=2, the last two steps of every episode that ends in the rollout are -2 unless labeled; the
+    steps of an episode that goes on past the rollout, and every labeled step, keep their id."""
+    env = OversightGridVecEnv(8, oversight_prob=0.5, seed=0)
+    seen = {"tail": 0, "labeled_ends": 0}
+
+    class _Check(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            self.start = np.zeros(8, dtype=int)  # row where each env's current episode began in this rollout
+            self.tails: list[tuple[int, int]] = []
+
+        def _on_step(self) -> bool:
+            row = self.model.rollout_buffer.pos
+            for i in np.flatnonzero(self.locals["dones"]):
+                self.tails += [(r, i) for r in range(max(self.start[i], row - 1), row + 1)]
+                self.start[i] = row + 1
+            return True
+
+        def _on_rollout_end(self) -> None:
+            labels = self.model.rollout_buffer.labels
+            expected = np.where(labels >= 0, labels, -1)
+            for r, i in self.tails:
+                if labels[r, i] < 0:
+                    expected[r, i] = -2
+                    seen["tail"] += 1
+                else:
+                    seen["labeled_ends"] += 1
+            assert np.array_equal(labels, expected)
+
+    model = RoutedPPO("RoutedPolicy", env, seed=0, tail_steps=2, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)
+    model.learn(8 * 16 * 3, callback=_Check())
+    assert seen["tail"] > 10 and seen["labeled_ends"] > 3, seen
+
+
+@pytest.mark.parametrize("tail_steps", [0, 1])
+def test_tail_steps_train_only_the_experts_their_weights_name(tail_steps: int) -> None:
+    """No labels; unlabeled steps skip the diamond expert and tail steps train it: it moves only with a tail."""
+    env = OversightGridVecEnv(8, oversight_prob=0.0, seed=0)
+    model = RoutedPPO("RoutedPolicy", env, seed=0, unlabeled_routing={"diamond": 0.0}, tail_steps=tail_steps,
+                      unlabeled_tail={"diamond": 1.0}, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    before = _params(model)
+    model.learn(8 * 16 * 2)
+    moved = {k for k, v in _params(model).items() if not th.equal(v, before[k])}
+    assert any(".experts.1." in k for k in moved)
+    assert any(".experts.0." in k for k in moved) == (tail_steps > 0)

@@ -7,6 +7,7 @@ import pytest
 import torch as th
 
 from routed_rl.routing import RoutingTable, route
+from routed_rl.type_aliases import UNLABELED, UNLABELED_TAIL
 
 
 def _grad(weight: th.Tensor | None, seed: int = 0) -> tuple[th.Tensor, th.Tensor]:
@@ -101,3 +102,17 @@ def test_unlabeled_weights() -> None:
         RoutingTable(["diamond", "ghost"], unlabeled={"diamnd": 0.5})
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         RoutingTable(["diamond", "ghost"], unlabeled={"diamond": 1.5})
+
+
+def test_unlabeled_tail_weights() -> None:
+    """Unlabeled steps at an episode's end (id -2) take the tail row; experts it leaves out keep their
+    unlabeled weight; gate targets stay empty for both."""
+    table = RoutingTable(["diamond", "ghost"], unlabeled={"ghost": 0.5}, unlabeled_tail={"diamond": 0.0})
+    w = table.weights(np.array([UNLABELED_TAIL, UNLABELED, 0]))
+    assert th.equal(w, th.tensor([[0.0, 0.5], [1.0, 0.5], [1.0, 0.0]]))
+    assert th.equal(table.gate_targets(np.array([UNLABELED_TAIL])), th.tensor([[0.0, 0.0]]))
+    assert th.equal(RoutingTable(["diamond", "ghost"]).weights(np.array([UNLABELED_TAIL])), th.tensor([[1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"unlabeled_tail routing names unknown expert 'diamnd' \(did you mean 'diamond'\?\)"):
+        RoutingTable(["diamond", "ghost"], unlabeled_tail={"diamnd": 0.0})
+    with pytest.raises(ValueError, match=r"unlabeled_tail routing weight for 'ghost' must be in \[0, 1\], got 2"):
+        RoutingTable(["diamond", "ghost"], unlabeled_tail={"ghost": 2})
