@@ -224,10 +224,8 @@ class RoutedPPO(PPO):
             if self.routing_enabled:
                 raise UserError("routing needs a RoutedActorCriticPolicy; set routing_enabled=False for other policies")
             expert_names = ["policy"]
-        self.routing_table = RoutingTable(
-            expert_names, self.routing_spec, getattr(self, "unlabeled_routing", None), getattr(self, "unlabeled_tail", None)
-        )
-        self.rollout_buffer.tail_steps = getattr(self, "tail_steps", 0)  # (models saved before it existed: off)
+        self.routing_table = RoutingTable(expert_names, self.routing_spec, self.unlabeled_routing, self.unlabeled_tail)
+        self.rollout_buffer.tail_steps = self.tail_steps
         for label in self.label_rewards:
             self.routing_table.label_id(label)  # unknown labels are an error
         if self.anneal_experts:

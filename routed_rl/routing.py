@@ -82,19 +82,11 @@ class RoutingTable:
         for label, entry in table.items():
             if not isinstance(entry, Mapping):
                 raise UserError(f"routing table entry for label {label!r} must map expert names to weights, got {entry!r}")
-            for expert, weight in entry.items():
-                if expert not in self.expert_names:
-                    hint = did_you_mean(expert, self.expert_names)
-                    raise UserError(
-                        f"routing table entry {label!r} names unknown expert {expert!r}{hint}; experts are {self.expert_names}"
-                    )
-                if not 0.0 <= float(weight) <= 1.0:
-                    raise UserError(f"routing weight {label!r} -> {expert!r} must be in [0, 1], got {weight}")
-            self.table[str(label)] = {e: float(w) for e, w in entry.items()}
+            self.table[str(label)] = self._expert_weights(f"routing table entry {label!r}", entry)
         self.labels: list[str] = list(self.table)
         self.n_experts = len(self.expert_names)
-        self.unlabeled = self._unlabeled_weights("unlabeled", unlabeled, {e: 1.0 for e in self.expert_names})
-        self.unlabeled_tail = self._unlabeled_weights("unlabeled_tail", unlabeled_tail, self.unlabeled)
+        self.unlabeled = {e: 1.0 for e in self.expert_names} | self._expert_weights("unlabeled routing", unlabeled or {})
+        self.unlabeled_tail = self.unlabeled | self._expert_weights("unlabeled_tail routing", unlabeled_tail or {})
         n = len(self.expert_names)
         # row k = weights for label id k; the last two rows (indices -2 == UNLABELED_TAIL, -1 == UNLABELED) are
         # the unlabeled weights at an episode's end and elsewhere
@@ -113,15 +105,15 @@ class RoutingTable:
                 targets[k] = weights[k] / weights[k].sum()
         self._gate_targets = targets
 
-    def _unlabeled_weights(self, name: str, given: Mapping[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
-        out = dict(defaults)
-        for expert, weight in (given or {}).items():
+    def _expert_weights(self, what: str, given: Mapping[str, float]) -> dict[str, float]:
+        """``given`` as floats, each key a known expert and each weight in [0, 1]; ``what`` names it in errors."""
+        for expert, weight in given.items():
             if expert not in self.expert_names:
-                raise UserError(f"{name} routing names unknown expert {expert!r}{did_you_mean(expert, self.expert_names)}")
+                hint = did_you_mean(expert, self.expert_names)
+                raise UserError(f"{what} names unknown expert {expert!r}{hint}; experts are {self.expert_names}")
             if not 0.0 <= float(weight) <= 1.0:
-                raise UserError(f"{name} routing weight for {expert!r} must be in [0, 1], got {weight}")
-            out[expert] = float(weight)
-        return out
+                raise UserError(f"{what} weight for {expert!r} must be in [0, 1], got {weight}")
+        return {e: float(w) for e, w in given.items()}
 
     def label_id(self, label: str) -> int:
         """The integer id stored in buffers for ``label``; raises ``ValueError`` for an unknown label."""

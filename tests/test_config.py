@@ -145,26 +145,25 @@ def test_minigrid_baselines_differ_from_minigrid_8x8_as_the_builtin_ones_from_de
 EFFICIENCY = Path(__file__).parents[1] / "benchmarks" / "efficiency"
 
 
-def _efficiency_twins() -> list[tuple[str, str]]:
-    """(baseline, attempt) file stems in benchmarks/efficiency: ``naive_X``, ``moe_no_routing_X`` and
-    ``naive_early_stopping_X`` for every attempt ``X`` that has them."""
-    pairs = []
+def _efficiency_twins() -> list[tuple[str, str, str]]:
+    """(baseline, kind, attempt) file stems in benchmarks/efficiency: ``naive_X``, ``moe_no_routing_X`` and
+    ``naive_early_stopping_X`` (kind ``naive``, ...) for every attempt ``X`` that has them."""
+    twins = []
     for path in sorted(EFFICIENCY.glob("*.yaml")):
         for kind in ("naive_early_stopping", "moe_no_routing", "naive"):
             attempt = path.stem.removeprefix(kind + "_")
             if attempt != path.stem and (EFFICIENCY / f"{attempt}.yaml").is_file():
-                pairs.append((path.stem, attempt))
+                twins.append((path.stem, kind, attempt))
                 break
-    return pairs
+    return twins
 
 
 def test_efficiency_baselines_differ_from_their_attempt_as_the_builtin_ones_from_default() -> None:
     """Each efficiency attempt's baselines are trained with its network, rewards and replay: they change exactly
     the keys that define `naive`, `moe_no_routing` and `naive_early_stopping`."""
-    pairs = _efficiency_twins()
-    assert len(pairs) >= 10
-    for baseline, attempt in pairs:
-        kind = next(k for k in ("naive_early_stopping", "moe_no_routing", "naive") if baseline.startswith(k + "_"))
+    twins = _efficiency_twins()
+    assert len(twins) >= 10
+    for baseline, kind, attempt in twins:
         mine = load_config(EFFICIENCY / f"{baseline}.yaml").model_dump()
         theirs = load_config(EFFICIENCY / f"{attempt}.yaml").model_dump()
         assert _differences(mine, theirs) == DEFINING_KEYS[kind], baseline
