@@ -23,7 +23,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
 from routed_rl.sweeps.report import collect_rows, interval, write_report
-from routed_rl.sweeps.runner import trial_status
+from routed_rl.sweeps.runner import prepare, trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
 TINY = {
@@ -363,3 +363,19 @@ def test_learning_curves_read_the_periodic_evaluations_back_from_tensorboard(tmp
     assert len(rows) == 4 and {r["round"] for r in rows} == {"1", "2"}
     text = (out / "report.md").read_text()
     assert "| default (select=diamond) | 1.0% | 30% / 70% | 70% / 30% |" in text  # means over the two seeds
+
+
+def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> None:
+    first = write_sweep(tmp_path, methods=["default", "naive"], seeds=[0])
+    spec, trials, name = load_sweep(first)
+    prepare(spec, trials, tmp_path / "sw", name)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "naive.yaml").write_text("base: naive\n")
+    second = write_sweep(other, methods=["oracle", "naive.yaml"], oversight_probs=[0.1], seeds=[2], total_steps=2048)
+    spec, trials, _ = load_sweep(second)
+    prepare(spec, trials, tmp_path / "sw", "second")
+    data = yaml.safe_load((tmp_path / "sw" / "sweep.yaml").read_text())
+    # the first sweep's name and methods first (the report compares with the first); one entry per method label
+    assert data["name"] == "sweep" and data["methods"] == ["default", "naive", "oracle"]
+    assert data["oversight_probs"] == [0.1, 0.5] and data["seeds"] == [0, 2] and data["total_steps"] == 2048

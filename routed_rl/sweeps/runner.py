@@ -38,7 +38,7 @@ import yaml
 
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
-from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS, SweepSpec, Trial
+from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS, SweepSpec, Trial, method_label
 
 __all__ = ["SweepProgress", "run_sweep", "trial_status"]
 
@@ -245,8 +245,27 @@ def prepare(spec: SweepSpec, trials: list[Trial], out: Path, name: str) -> list[
     for trial in trials:
         check_trial_matches(spec, trial, out / trial.name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.yaml").write_text(yaml.safe_dump({"name": name, **spec.model_dump(mode="json")}, sort_keys=False))
+    (out / "sweep.yaml").write_text(yaml.safe_dump(folder_spec(out / "sweep.yaml", spec, name), sort_keys=False))
     return [t for t in trials if trial_status(out / t.name, spec.total_steps) != "done"]
+
+
+def folder_spec(spec_file: Path, spec: SweepSpec, name: str) -> dict[str, Any]:
+    """What the sweep folder's ``sweep.yaml`` says after this sweep: the sweep itself, or, where the folder already
+    has one (an earlier sweep, e.g. another ``--set "methods=[...]"`` slice), that one's name and its methods,
+    levels and seeds joined with this sweep's (earlier methods first: the report compares with the first), so
+    the report covers everything the folder holds; the other settings are this sweep's."""
+    data: dict[str, Any] = {"name": name, **spec.model_dump(mode="json")}
+    earlier = yaml.safe_load(spec_file.read_text()) if spec_file.is_file() else None
+    if not isinstance(earlier, dict):
+        return data
+    data["name"] = earlier.get("name", name)
+    methods: dict[str, str] = {}
+    for method in [*earlier.get("methods", []), *data["methods"]]:
+        methods.setdefault(method_label(method), method)
+    data["methods"] = list(methods.values())
+    for key in ("oversight_probs", "seeds"):
+        data[key] = sorted(set(earlier.get(key, [])) | set(data[key]))
+    return data
 
 
 def run_sweep(
