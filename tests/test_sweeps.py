@@ -94,6 +94,19 @@ def test_a_method_given_as_a_yaml_file_is_found_next_to_the_sweep(tmp_path: Path
     assert spec.trial_config(trials[0]).ppo.n_epochs == 2
 
 
+BENCHMARK_SWEEPS = sorted(
+    p for p in (Path(__file__).parents[1] / "benchmarks").glob("*/*.yaml") if "methods" in (yaml.safe_load(p.read_text()) or {})
+)
+
+
+@pytest.mark.parametrize("path", BENCHMARK_SWEEPS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_benchmark_sweep_file_loads_and_builds_its_trials(path: Path) -> None:
+    spec, trials, _ = load_sweep(path)
+    for trial in trials:
+        config = spec.trial_config(trial)
+        assert config.env.oversight_prob == trial.oversight_prob and config.seed == trial.seed
+
+
 @pytest.mark.parametrize(
     ("changes", "sets", "message"),
     [
