@@ -482,7 +482,7 @@ class RoutedPPO(PPO):
     def _setup_deployed_envs(self, expert_names: list[str]) -> None:
         """Which envs act with the deployed steering (``deployed_share``), in the buffer and for the policy."""
         self._deployed_keep: th.Tensor | None = None
-        share = getattr(self, "deployed_share", 0.0)
+        share = self.deployed_share
         if share <= 0:
             return
         if not isinstance(self.policy, RoutedActorCriticPolicy):
