@@ -392,3 +392,6 @@ def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> N
     # the first sweep's name and methods first (the report compares with the first); one entry per method label
     assert data["name"] == "sweep" and data["methods"] == ["default", "naive", "oracle"]
     assert data["oversight_probs"] == [0.1, 0.5] and data["seeds"] == [0, 2] and data["total_steps"] == 2048
+    (tmp_path / "sw" / "sweep.yaml").write_text("methods: [default\n")
+    with pytest.raises(UserError, match="sweep.yaml is not valid YAML: fix or remove it"):
+        prepare(spec, trials, tmp_path / "sw", "second")

@@ -255,7 +255,10 @@ def folder_spec(spec_file: Path, spec: SweepSpec, name: str) -> dict[str, Any]:
     levels and seeds joined with this sweep's (earlier methods first: the report compares with the first), so
     the report covers everything the folder holds; the other settings are this sweep's."""
     data: dict[str, Any] = {"name": name, **spec.model_dump(mode="json")}
-    earlier = yaml.safe_load(spec_file.read_text()) if spec_file.is_file() else None
+    try:
+        earlier = yaml.safe_load(spec_file.read_text()) if spec_file.is_file() else None
+    except yaml.YAMLError:
+        raise UserError(f"{spec_file} is not valid YAML: fix or remove it (it lists what the sweep folder holds)") from None
     if not isinstance(earlier, dict):
         return data
     data["name"] = earlier.get("name", name)
