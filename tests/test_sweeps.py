@@ -95,7 +95,9 @@ def test_a_method_given_as_a_yaml_file_is_found_next_to_the_sweep(tmp_path: Path
 
 
 BENCHMARK_SWEEPS = sorted(
-    p for p in (Path(__file__).parents[1] / "benchmarks").glob("*/*.yaml") if "methods" in (yaml.safe_load(p.read_text()) or {})
+    p
+    for p in (Path(__file__).parents[1] / "benchmarks").glob("*/*.yaml")
+    if "methods" in (yaml.safe_load(p.read_text()) or {})
 )
 
 
@@ -393,5 +395,5 @@ def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> N
     assert data["name"] == "sweep" and data["methods"] == ["default", "naive", "oracle"]
     assert data["oversight_probs"] == [0.1, 0.5] and data["seeds"] == [0, 2] and data["total_steps"] == 2048
     (tmp_path / "sw" / "sweep.yaml").write_text("methods: [default\n")
-    with pytest.raises(UserError, match="sweep.yaml is not valid YAML: fix or remove it"):
+    with pytest.raises(UserError, match=r"sweep\.yaml is not valid YAML: fix or remove it"):
         prepare(spec, trials, tmp_path / "sw", "second")
