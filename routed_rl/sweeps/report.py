@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.steering import mode_name, parse_mode
-from routed_rl.sweeps.runner import TRIAL_FILE, trial_status
+from routed_rl.sweeps.runner import TRIAL_FILE, read_folder_spec, trial_status
 from routed_rl.sweeps.spec import method_label
 from routed_rl.tasks import Task
 
@@ -272,10 +271,9 @@ def write_report(sweep_dir: Path) -> list[Path]:
     """
     if not sweep_dir.is_dir():
         raise UserError(f"sweep folder {sweep_dir} does not exist")
-    spec_file = sweep_dir / "sweep.yaml"
-    if not spec_file.is_file():
+    if not (sweep_dir / "sweep.yaml").is_file():
         raise UserError(f"{sweep_dir} has no sweep.yaml: not a sweep folder (run `routed-rl sweep` first)")
-    spec = yaml.safe_load(spec_file.read_text()) or {}
+    spec = read_folder_spec(sweep_dir) or {}
     rows, task = collect_rows(sweep_dir)
     if not rows or task is None:
         raise UserError(f"{sweep_dir} has no finished trial yet")

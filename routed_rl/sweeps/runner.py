@@ -245,20 +245,26 @@ def prepare(spec: SweepSpec, trials: list[Trial], out: Path, name: str) -> list[
     for trial in trials:
         check_trial_matches(spec, trial, out / trial.name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.yaml").write_text(yaml.safe_dump(folder_spec(out / "sweep.yaml", spec, name), sort_keys=False))
+    (out / "sweep.yaml").write_text(yaml.safe_dump(folder_spec(out, spec, name), sort_keys=False))
     return [t for t in trials if trial_status(out / t.name, spec.total_steps) != "done"]
 
 
-def folder_spec(spec_file: Path, spec: SweepSpec, name: str) -> dict[str, Any]:
+def read_folder_spec(folder: Path) -> Any:
+    """The sweep folder's ``sweep.yaml`` as loaded (None where it has none); bad YAML is a one-line error."""
+    spec_file = folder / "sweep.yaml"
+    try:
+        return yaml.safe_load(spec_file.read_text()) if spec_file.is_file() else None
+    except yaml.YAMLError:
+        raise UserError(f"{spec_file} is not valid YAML: fix or remove it (it lists what the sweep folder holds)") from None
+
+
+def folder_spec(folder: Path, spec: SweepSpec, name: str) -> dict[str, Any]:
     """What the sweep folder's ``sweep.yaml`` says after this sweep: the sweep itself, or, where the folder already
     has one (an earlier sweep, e.g. another ``--set "methods=[...]"`` slice), that one's name and its methods,
     levels and seeds joined with this sweep's (earlier methods first: the report compares with the first), so
     the report covers everything the folder holds; the other settings are this sweep's."""
     data: dict[str, Any] = {"name": name, **spec.model_dump(mode="json")}
-    try:
-        earlier = yaml.safe_load(spec_file.read_text()) if spec_file.is_file() else None
-    except yaml.YAMLError:
-        raise UserError(f"{spec_file} is not valid YAML: fix or remove it (it lists what the sweep folder holds)") from None
+    earlier = read_folder_spec(folder)
     if not isinstance(earlier, dict):
         return data
     data["name"] = earlier.get("name", name)
