@@ -134,10 +134,14 @@ class LabelReplay:
     stale step stops pulling once the policy has moved past the clip range).
 
     :param rollouts: how many past rollouts to keep (the oldest is dropped first)
+    :param max_steps: keep at most this many labeled steps, dropping the oldest rollouts first (the newest one
+        is always kept whole); None: no limit. With many labels (high oversight) ``rollouts`` rollouts hold many
+        steps and every update replays them all; this bounds what the replay costs per update.
     """
 
-    def __init__(self, rollouts: int) -> None:
+    def __init__(self, rollouts: int, max_steps: int | None = None) -> None:
         self.rollouts = rollouts
+        self.max_steps = max_steps
         self._store: list[ReplaySamples] = []
 
     def __len__(self) -> int:
@@ -160,6 +164,9 @@ class LabelReplay:
             )
         )
         del self._store[: -self.rollouts]
+        limit = getattr(self, "max_steps", None)  # (a store saved before the limit existed has none)
+        while limit is not None and len(self._store) > 1 and len(self) > limit:
+            del self._store[0]
 
     def sample(self, n_batches: int, generator: th.Generator | None = None) -> list[ReplaySamples]:
         """All kept steps, shuffled and split into ``n_batches`` parts (empty list when nothing is kept)."""

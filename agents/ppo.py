@@ -130,6 +130,8 @@ class RoutedPPO(PPO):
     :param label_replay: reuse the labeled steps of this many past rollouts in every update (0: off): each
         minibatch adds a clipped surrogate, routed by label, over a share of the kept steps, with the ratio
         taken against the policy that collected them; each kept step weighs as much as a fresh step
+    :param label_replay_steps: keep at most this many labeled steps for replay, dropping the oldest rollouts
+        first (None: no limit): bounds the replay's cost per update where labels are plentiful
     :param label_replay_coef: weight of that replay surrogate
     :param anneal_experts: experts whose mixture weight is scaled down linearly while training (renormalised
         over the others), from 1 at the start to 0 at ``anneal_fraction`` of ``total_timesteps`` and after, so
@@ -168,6 +170,7 @@ class RoutedPPO(PPO):
         label_rewards: Mapping[str, float] | None = None,
         labeled_only: bool = False,
         label_replay: int = 0,
+        label_replay_steps: int | None = None,
         label_replay_coef: float = 1.0,
         anneal_experts: Sequence[str] = (),
         anneal_fraction: float = 1.0,
@@ -202,7 +205,9 @@ class RoutedPPO(PPO):
         self.labeled_only = bool(labeled_only)
         if label_replay < 0 or label_replay_coef < 0:
             raise UserError(f"label_replay and label_replay_coef must be >= 0, got {label_replay}, {label_replay_coef}")
-        self.label_replay = LabelReplay(int(label_replay))
+        if label_replay_steps is not None and label_replay_steps < 1:
+            raise UserError(f"label_replay_steps must be >= 1 (or None: no limit), got {label_replay_steps}")
+        self.label_replay = LabelReplay(int(label_replay), label_replay_steps)
         self.label_replay_coef = float(label_replay_coef)
         if not 0.0 < anneal_fraction <= 1.0:
             raise UserError(f"anneal_fraction must be in (0, 1], got {anneal_fraction}")
@@ -278,6 +283,8 @@ class RoutedPPO(PPO):
         n_minibatches = -(-self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs // self.batch_size)
         replay_epochs = self.label_replay.epochs(self.n_epochs, n_minibatches)  # past rollouts only
         self.label_replay.add(self.rollout_buffer)  # this rollout's labeled steps, for the next updates
+        if self.label_replay.rollouts > 0:
+            self.logger.record("routing/replay_steps", len(self.label_replay))
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             replay = iter(replay_epochs[epoch])

@@ -228,6 +228,10 @@ class RoutingConfig(_Section):
     label_replay: int = Field(0, ge=0)
     """Reuse the labeled steps of this many past rollouts in every update (0: off), with a clipped surrogate
     against the policy that collected them, routed by their label; each kept step weighs as a fresh one."""
+    label_replay_steps: int | None = Field(None, ge=1)
+    """Keep at most this many labeled steps for replay, dropping the oldest rollouts first (None: no limit):
+    where labels are plentiful (high oversight) ``label_replay`` rollouts hold many steps, and every update
+    replays them all."""
     label_replay_coef: float = Field(1.0, ge=0.0)
     """Weight of the label-replay surrogate."""
     expert_loss_coef: float = Field(0.0, ge=0.0)

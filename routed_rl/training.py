@@ -67,6 +67,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         label_rewards=r.label_rewards,
         labeled_only=r.labeled_only,
         label_replay=r.label_replay,
+        label_replay_steps=r.label_replay_steps,
         label_replay_coef=r.label_replay_coef,
         anneal_experts=r.anneal_experts or (),
         anneal_fraction=r.anneal_fraction,

@@ -288,6 +288,37 @@ def test_label_replay_keeps_the_labeled_steps_of_the_last_rollouts() -> None:
     assert len(LabelReplay(0)) == 0 and LabelReplay(0).sample(4) == []
 
 
+def test_label_replay_steps_drops_the_oldest_rollouts_beyond_the_limit() -> None:
+    """A store limited to ``max_steps`` labeled steps drops whole rollouts, oldest first, and keeps the newest
+    whole even when it alone is over the limit."""
+    from types import SimpleNamespace
+
+    from routed_rl.agents.buffers import LabelReplay
+
+    def rollout(n_labeled: int, tag: float) -> SimpleNamespace:
+        labels = np.full((4, 8), -1)
+        labels.flat[:n_labeled] = 0
+        return SimpleNamespace(observations=np.full((4, 8, 2), tag, dtype=np.float32), actions=np.zeros((4, 8, 1)),
+                               log_probs=np.zeros((4, 8)), advantages=np.zeros((4, 8)), labels=labels,
+                               deployed=np.zeros((4, 8), dtype=bool))  # fmt: skip
+
+    replay = LabelReplay(rollouts=8, max_steps=10)
+    for n, tag in [(4, 1.0), (4, 2.0), (4, 3.0)]:
+        replay.add(rollout(n, tag))  # type: ignore[arg-type]
+    assert len(replay) == 8 and [float(s.observations[0, 0]) for s in replay._store] == [2.0, 3.0]
+    replay.add(rollout(12, 4.0))  # type: ignore[arg-type]
+    assert len(replay) == 12 and [float(s.observations[0, 0]) for s in replay._store] == [4.0]
+    unlimited = LabelReplay(rollouts=8)
+    for n, tag in [(4, 1.0), (4, 2.0), (4, 3.0)]:
+        unlimited.add(rollout(n, tag))  # type: ignore[arg-type]
+    assert len(unlimited) == 12
+
+
+def test_label_replay_steps_is_checked() -> None:
+    with pytest.raises(ValueError, match="label_replay_steps must be >= 1"):
+        RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), label_replay=4, label_replay_steps=0)
+
+
 def test_replayed_steps_train_only_the_experts_their_label_routes_into() -> None:
     model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=1.0, seed=2), seed=2, label_replay=4,
                       policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
