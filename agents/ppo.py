@@ -282,9 +282,7 @@ class RoutedPPO(PPO):
         loss = th.zeros(())
         n_minibatches = -(-self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs // self.batch_size)
         replay_epochs = self.label_replay.epochs(self.n_epochs, n_minibatches)  # past rollouts only
-        self.label_replay.add(self.rollout_buffer)  # this rollout's labeled steps, for the next updates
-        if self.label_replay.rollouts > 0:
-            self.logger.record("routing/replay_steps", len(self.label_replay))
+        self._keep_for_replay()
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             replay = iter(replay_epochs[epoch])
@@ -404,6 +402,12 @@ class RoutedPPO(PPO):
         labeled = advantages[data.label_mask]
         spread = labeled.std() if len(labeled) > 1 else th.ones((), device=advantages.device)
         return (advantages - labeled.mean()) / (spread + 1e-8)
+
+    def _keep_for_replay(self) -> None:
+        """Keep this rollout's labeled steps for the next updates' replay (and log how many are kept)."""
+        self.label_replay.add(self.rollout_buffer)
+        if self.label_replay.rollouts > 0:
+            self.logger.record("routing/replay_steps", len(self.label_replay))
 
     def _replay_loss(self, replayed: ReplaySamples, clip_range: float, routed: bool) -> th.Tensor:
         """Clipped surrogate of kept labeled steps against their behaviour policy, routed by label; summed and
