@@ -1,9 +1,9 @@
 """``make demo``: the whole user path, end to end, on the default config.
 
 1. trains the default routed agent into ``demo_out/run`` (the same code as ``routed-rl train``: run
-   folder, checkpoints, TensorBoard, evaluation of every steering mode, figures) for 3M env steps with two
-   torch threads, the settings of the README's baselines table, of which it is one draw (seed 0); a rerun
-   reuses a finished run instead of training again;
+   folder, checkpoints, TensorBoard, evaluation of every steering mode, figures) for the config's env steps
+   (the default's 5M, the budget its README figures are measured at) with two torch threads, one draw (seed 0)
+   of the spread the README reports; a rerun reuses a finished run instead of training again;
 2. exports the policy in its deployed steering (the ghost expert removed, pickle-free) and checks that the
    exported policy acts exactly like the steered model;
 3. writes ``demo_out/report.md``.
@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--config", default="default")
-    parser.add_argument("--steps", type=int, default=3_000_000, help="env steps (the README's baselines table: 3M)")
+    parser.add_argument("--steps", type=int, default=None, help="env steps (default: the config's total_steps)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the same count reproduces the same bits)")
     args = parser.parse_args()
     run = RunDir(args.out / "run")
@@ -47,7 +47,7 @@ def main() -> None:
         if run.root.exists() and run.latest_checkpoint() is not None:
             run_training(None, [], None, run.root, False, "make demo (resumed)")
         else:
-            overrides = [f"total_steps={args.steps}", f"threads={args.threads}"]
+            overrides = [f"threads={args.threads}"] + ([f"total_steps={args.steps}"] if args.steps else [])
             run_training(args.config, overrides, run.root, None, False, "make demo")
     model = run.load_model()
     config = run.load_config()

@@ -352,6 +352,24 @@ def test_label_replay_off_is_the_plain_update() -> None:
     assert any(not th.equal(plain[k], replayed[k]) for k in plain)
 
 
+def test_the_tail_rule_does_nothing_without_routing() -> None:
+    """With routing off (the baselines), marking the tails of unlabeled episodes changes no weight: the built-in
+    baselines, which inherit the default's tail rule, compute what the baselines measured without it did."""
+
+    def train(**kwargs: object) -> dict[str, th.Tensor]:
+        kwargs = {"routing_enabled": False, **kwargs}
+        model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=5), seed=5, label_replay=4,
+                          policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS, **kwargs)  # fmt: skip
+        model.learn(8 * 16 * 3)
+        return _params(model)
+
+    rule = {"tail_steps": 1, "unlabeled_tail": {"diamond": 0.25}}
+    plain, tail = train(), train(**rule)
+    assert all(th.equal(plain[k], tail[k]) for k in plain)
+    routed, routed_tail = train(routing_enabled=True), train(routing_enabled=True, **rule)
+    assert any(not th.equal(routed[k], routed_tail[k]) for k in routed)  # (where routing is on, it does)
+
+
 def test_annealed_expert_weight_falls_linearly_to_zero_and_is_lifted_after_training() -> None:
     model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=4), seed=4, anneal_experts=["ghost"],
                       anneal_fraction=0.5, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip

@@ -64,7 +64,7 @@ def test_builtin_sweeps_load_and_have_the_documented_grids() -> None:
         sizes[name] = len(trials)
     assert sizes == {"quick": 12, "standard": 45, "paper": 150}
     spec, trials, _ = load_sweep("standard")
-    assert spec.oversight_probs == [0.01, 0.03, 0.1] and spec.total_steps == 3_000_000
+    assert spec.oversight_probs == [0.01, 0.03, 0.1] and spec.total_steps == 5_000_000 == load_config("default").total_steps
     assert trials[0].name == "default__p0.01__s0"
 
 
