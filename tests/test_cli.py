@@ -1,9 +1,13 @@
-"""The routed-rl CLI, run as a subprocess in a temporary folder: a short run, interrupt and resume, export,
-and bad input (one line, exit code 2, no traceback)."""
+"""The routed-rl CLI in a temporary folder: a short run, interrupt and resume, export, and bad input (one line,
+exit code 2, no traceback). What depends on the process (signals, exit codes, tracebacks, start-up) runs the
+installed script as a subprocess; the rest calls its ``main`` in this process, which is the same code."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -37,6 +41,27 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The console script's ``main`` run in this process, in ``cwd``: the same code as :func:`cli` without an
+    interpreter and torch start-up per call. An exception other than ``SystemExit`` propagates and fails the
+    test, as a traceback would fail the subprocess's checks."""
+    from routed_rl.cli import main
+
+    out, err, here, argv = io.StringIO(), io.StringIO(), Path.cwd(), sys.argv
+    os.chdir(cwd)
+    sys.argv = ["routed-rl", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(["routed-rl", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("cli")
@@ -66,15 +91,15 @@ def test_train_writes_the_run_folder(trained: Path) -> None:
 
 
 def test_eval_and_export(trained: Path) -> None:
-    result = cli("eval", "runs/p", "--select", "diamond", "--episodes", "30", "--json", cwd=trained)
+    result = cli_here("eval", "runs/p", "--select", "diamond", "--episodes", "30", "--json", cwd=trained)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert row["mode"] == "select=diamond" and row["episodes"] == 30
     assert abs(row["diamond"] + row["ghost"] + row["timeout"] - 1) < 1e-9
-    table = cli("eval", "runs/p", "--episodes", "20", cwd=trained)
+    table = cli_here("eval", "runs/p", "--episodes", "20", cwd=trained)
     assert table.returncode == 0 and "ablate=ghost" in table.stdout
 
-    result = cli("export", "runs/p", "--ablate", "ghost", "-o", "deploy", cwd=trained)
+    result = cli_here("export", "runs/p", "--ablate", "ghost", "-o", "deploy", cwd=trained)
     assert result.returncode == 0, result.stderr
     from safetensors.torch import load_file
 
@@ -113,7 +138,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
     assert 0 < stopped_step < 200_000
     labels_before = len(run.labels.read_text().splitlines()) if run.labels.exists() else 0
 
-    result = cli("train", "--resume", "runs/r", "--total-steps", str(stopped_step + 1024), "-q", cwd=tmp_path)
+    result = cli_here("train", "--resume", "runs/r", "--total-steps", str(stopped_step + 1024), "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     model = run.load_model()
     assert model.num_timesteps == stopped_step + 1024
@@ -126,7 +151,7 @@ def test_interrupt_then_resume(tmp_path: Path, sig: signal.Signals) -> None:
 
 
 def _small_run(cwd: Path, steps: int = 2048, name: str = "runs/s") -> subprocess.CompletedProcess:
-    return cli("train", "default", *FAST, "--total-steps", str(steps), "--run-dir", name, "-q", cwd=cwd)
+    return cli_here("train", "default", *FAST, "--total-steps", str(steps), "--run-dir", name, "-q", cwd=cwd)
 
 
 def test_resume_with_no_steps_left_finishes_the_run(tmp_path: Path) -> None:
@@ -134,14 +159,14 @@ def test_resume_with_no_steps_left_finishes_the_run(tmp_path: Path) -> None:
     assert _small_run(tmp_path, 1024).returncode == 0
     run = RunDir(tmp_path / "runs/s")
     written = run.config.stat().st_mtime_ns
-    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    result = cli_here("train", "--resume", "runs/s", "-q", cwd=tmp_path)
     assert run.config.stat().st_mtime_ns == written  # a plain resume leaves the run's config as it is
     assert run.command.read_text().splitlines()[-1] == "routed-rl train --resume runs/s -q"
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and run.load_model().num_timesteps == 1024
     for path in (run.model, run.eval):
         path.unlink()
-    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    result = cli_here("train", "--resume", "runs/s", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert run.model.is_file() and run.eval.is_file() and run.load_model().num_timesteps == 1024
 
@@ -152,7 +177,7 @@ def test_a_moved_run_folder_resumes_logging_into_itself(tmp_path: Path) -> None:
     assert _small_run(tmp_path, 1024, name="first/s").returncode == 0
     (tmp_path / "first" / "s").rename(tmp_path / "moved")
     (tmp_path / "first").rmdir()
-    result = cli("train", "--resume", "moved", "--total-steps", "2048", "-q", cwd=tmp_path)
+    result = cli_here("train", "--resume", "moved", "--total-steps", "2048", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "first").exists()
     events = sorted((tmp_path / "moved" / "tensorboard").rglob("events.out.tfevents.*"))
@@ -170,7 +195,7 @@ def test_resume_after_a_crash_trains_every_rollout_and_keeps_the_label_log_exact
     run.model.unlink()
     checkpoints[-1].write_bytes(b"half a zip")  # the crash hit the newest checkpoint
     (run.checkpoints / ".step_000000002560.tmp.zip").write_bytes(b"partial")
-    result = cli("train", "--resume", "runs/s", "-q", cwd=tmp_path)
+    result = cli_here("train", "--resume", "runs/s", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "passed over a checkpoint" in result.stderr and "step_000000002048.zip" in result.stderr
     assert "dropped" in result.stderr and "label-log lines after step 1,536" in result.stderr
@@ -186,16 +211,16 @@ def test_eval_keeps_the_training_results_and_says_when_training_has_not_finished
     assert _small_run(tmp_path, 1024).returncode == 0
     run = RunDir(tmp_path / "runs/s")
     training_eval = run.eval.read_text()
-    result = cli("eval", "runs/s", "--select", "diamond", "--episodes", "20", cwd=tmp_path)
+    result = cli_here("eval", "runs/s", "--select", "diamond", "--episodes", "20", cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == ""
     assert run.eval.read_text() == training_eval
     assert json.loads((run.root / "eval_select_diamond_20ep.json").read_text())[0]["episodes"] == 20
     (run.root / "eval_all_20ep.json").mkdir()  # where the results would go cannot be written
-    result = cli("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
+    result = cli_here("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
     assert result.returncode == 0 and "ablate=ghost" in result.stdout  # printed before the write failed
     assert "warning: results not saved to" in result.stderr
     run.model.unlink()
-    result = cli("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
+    result = cli_here("eval", "runs/s", "--episodes", "20", cwd=tmp_path)
     assert result.returncode == 0
     assert "has no model.zip (training has not finished); using its checkpoint at step 1,024" in result.stderr
 
@@ -266,18 +291,33 @@ def bad_input_dir(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return cwd
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in BAD_INPUTS])
-def test_bad_input_exits_2_with_one_line(bad_input_dir: Path, args: list[str], message: str) -> None:
-    result = cli(*args, cwd=bad_input_dir)
+def _assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(bad_input_dir: Path, args: list[str], message: str) -> None:
+    result = cli_here(*args, cwd=bad_input_dir)
+    _assert_one_line_error(result, message)
     assert not (bad_input_dir / "orphan").exists()  # nothing written for a config that cannot be built
     assert (bad_input_dir / "notarun").iterdir() and sorted(p.name for p in (bad_input_dir / "notarun").iterdir()) == [
         "notes.txt"
     ]
+
+
+# a config key, a corrupt model file, an unknown expert: through the installed script itself
+SCRIPT_CASES = ("train default --set env.oversight_prb=0.1", "eval corrupt --select diamond", "eval good --select diamnd")
+SCRIPT_BAD_INPUTS = [(args, message) for args, message in BAD_INPUTS if " ".join(args) in SCRIPT_CASES]
+
+
+@pytest.mark.parametrize("args,message", SCRIPT_BAD_INPUTS, ids=[" ".join(a)[:40] for a, _ in SCRIPT_BAD_INPUTS])
+def test_the_console_script_turns_bad_input_into_exit_code_2(bad_input_dir: Path, args: list[str], message: str) -> None:
+    """The table above runs in this process; these run the installed ``routed-rl`` script itself."""
+    _assert_one_line_error(cli(*args, cwd=bad_input_dir), message)
 
 
 STOPPING = ["--set", "early_stopping.every=1024", "--set", "early_stopping.episodes=20"]
@@ -287,14 +327,15 @@ STOPPING = ["--set", "early_stopping.every=1024", "--set", "early_stopping.episo
 def test_every_builtin_config_trains_evaluates_and_exports(tmp_path: Path, name: str) -> None:
     # an untrained MiniGrid agent plays every evaluation episode to its time-out: keep that short
     short = ["--set", "env.max_steps=20"] if load_config(name).env.id.startswith("RoutedRL/MiniGrid") else []
-    trained = cli("train", name, *FAST, *STOPPING, *short, "--total-steps", "2048", "--run-dir", "run", "-q", cwd=tmp_path)
+    args = [*FAST, *STOPPING, *short, "--total-steps", "2048", "--run-dir", "run", "-q"]
+    trained = cli_here("train", name, *args, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     run = RunDir(tmp_path / "run")
     assert not run.figures.exists() or not any(run.figures.iterdir())
     config = run.load_config()
     deployed = mode_name(config.policy.expert_names, **parse_mode(config.eval.steering))
     assert deployed in {r["mode"] for r in json.loads(run.eval.read_text())}  # `routed-rl eval`: tests above
-    result = cli("export", "run", "-o", "deploy", cwd=tmp_path)  # the run's deployed steering
+    result = cli_here("export", "run", "-o", "deploy", cwd=tmp_path)  # the run's deployed steering
     assert result.returncode == 0, result.stderr
     kept = json.loads((tmp_path / "deploy" / "policy.json").read_text())["experts"]
     assert kept == (["diamond"] if deployed == "select=diamond" else config.policy.expert_names)
@@ -306,7 +347,7 @@ def test_every_builtin_config_trains_evaluates_and_exports(tmp_path: Path, name:
 
 
 def test_configs_lists_every_builtin_with_what_it_is_for(tmp_path: Path) -> None:
-    result = cli("configs", cwd=tmp_path)
+    result = cli_here("configs", cwd=tmp_path)
     assert result.returncode == 0
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert set(lines) == set(builtin_configs())
@@ -315,21 +356,21 @@ def test_configs_lists_every_builtin_with_what_it_is_for(tmp_path: Path) -> None
 
 
 def test_usage_errors_and_help(tmp_path: Path) -> None:
-    for args in (["--help"], ["train", "--help"], ["eval", "--help"], ["export", "--help"], ["configs", "--help"]):
-        result = cli(*args, cwd=tmp_path)
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0 and "Usage" in result.stdout
+    for args in (["train", "--help"], ["eval", "--help"], ["export", "--help"], ["configs", "--help"]):
+        result = cli_here(*args, cwd=tmp_path)
         assert result.returncode == 0 and "Usage" in result.stdout
-    result = cli("configs", cwd=tmp_path)
+    result = cli_here("configs", cwd=tmp_path)
     assert "default" in result.stdout and "paper" in result.stdout
-    result = cli("eval", "run", "--episodes", "0", cwd=tmp_path)
+    result = cli_here("eval", "run", "--episodes", "0", cwd=tmp_path)
     assert result.returncode == 2  # click's own usage error
-    result = cli("eval", "run", "--episodes", "200000000", cwd=tmp_path)
+    result = cli_here("eval", "run", "--episodes", "200000000", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("labeler", ["BrokenLabeler", "BuggyValueLabeler"])
 def test_a_bug_keeps_its_traceback_instead_of_passing_for_bad_input(tmp_path: Path, labeler: str) -> None:
-    import os
-
     exe = Path(sys.executable).with_name("routed-rl")
     args = [str(exe), "train", "default", *FAST, "--set", f"labeling.kind=user_labelers:{labeler}", "--total-steps", "512"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
@@ -350,7 +391,7 @@ def test_eval_of_a_plain_sb3_model_says_it_is_not_a_routed_model(tmp_path: Path,
     folder.mkdir()
     (folder / "config.yaml").write_text((bad_input_dir / "good" / "config.yaml").read_text())
     PPO("MlpPolicy", OversightGridVecEnv(2, seed=0), n_steps=8, batch_size=16).save(folder / "model.zip")
-    result = cli("eval", "sb3run", "--episodes", "10", cwd=tmp_path)
+    result = cli_here("eval", "sb3run", "--episodes", "10", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not a routed-rl model (its policy is not a mixture of experts)" in result.stderr
     assert "routing_enabled" not in result.stderr
@@ -358,6 +399,6 @@ def test_eval_of_a_plain_sb3_model_says_it_is_not_a_routed_model(tmp_path: Path,
 
 def test_a_run_that_spends_no_label_says_so(tmp_path: Path) -> None:
     args = ["--set", "routing.table={}", "--set", "routing.label_rewards=null", "--total-steps", "512", "--run-dir", "r"]
-    result = cli("train", "default", *FAST, *args, "-q", cwd=tmp_path)
+    result = cli_here("train", "default", *FAST, *args, "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warning: no label was spent" in result.stderr
