@@ -4,10 +4,7 @@ installed script as a subprocess; the rest calls its ``main`` in this process, w
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +19,8 @@ from routed_rl.config import builtin_configs, load_config
 from routed_rl.runs import RunDir
 from routed_rl.steering import mode_name, parse_mode
 
+from clirun import cli, cli_here
+
 FAST = [
     "--set", "env.n_envs=16",
     "--set", "ppo.batch_size=128",
@@ -34,32 +33,6 @@ FAST = [
     "--set", "env.oversight_prob=0.5",
     "--set", "logging.figures=false",  # drawn and checked in the `trained` run only
 ]  # fmt: skip
-
-
-def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("routed-rl")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def cli_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The console script's ``main`` run in this process, in ``cwd``: the same code as :func:`cli` without an
-    interpreter and torch start-up per call. An exception other than ``SystemExit`` propagates and fails the
-    test, as a traceback would fail the subprocess's checks."""
-    from routed_rl.cli import main
-
-    out, err, here, argv = io.StringIO(), io.StringIO(), Path.cwd(), sys.argv
-    os.chdir(cwd)
-    sys.argv = ["routed-rl", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(here)
-        sys.argv = argv
-    return subprocess.CompletedProcess(["routed-rl", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -371,12 +344,8 @@ def test_usage_errors_and_help(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("labeler", ["BrokenLabeler", "BuggyValueLabeler"])
 def test_a_bug_keeps_its_traceback_instead_of_passing_for_bad_input(tmp_path: Path, labeler: str) -> None:
-    exe = Path(sys.executable).with_name("routed-rl")
-    args = [str(exe), "train", "default", *FAST, "--set", f"labeling.kind=user_labelers:{labeler}", "--total-steps", "512"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    result = subprocess.run(
-        [*args, "--run-dir", "r", "-q"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
-    )
+    args = ["train", "default", *FAST, "--set", f"labeling.kind=user_labelers:{labeler}", "--total-steps", "512"]
+    result = cli(*args, "--run-dir", "r", "-q", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr
     assert ("a bug in the labeler" if labeler == "BrokenLabeler" else "inside the labeler") in result.stderr
     assert "error: " not in result.stderr.splitlines()[-1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,6 +17,8 @@ from routed_rl.errors import UserError
 from routed_rl.export import load_exported
 from routed_rl.runs import RunDir
 from routed_rl.tasks import registered_tasks
+
+from clirun import cli_here
 
 IDS = list(MINIGRID_IDS)
 LEFT, RIGHT, FORWARD = 0, 1, 2
@@ -178,10 +179,8 @@ def test_task_trains_on_images_and_reports_outcomes(env_id: str) -> None:
 
 
 def test_minigrid_config_trains_evaluates_and_exports_through_the_cli(tmp_path: Path) -> None:
-    exe = Path(sys.executable).with_name("routed-rl")
-
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(exe), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return cli_here(*args, cwd=tmp_path)
 
     small = ["env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64", "total_steps=256", "env.max_steps=20",
              "eval.episodes=20", "logging.tensorboard=false", "logging.eval_episodes=10"]  # fmt: skip

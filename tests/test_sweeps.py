@@ -26,6 +26,8 @@ from routed_rl.sweeps.report import collect_rows, interval, write_report
 from routed_rl.sweeps.runner import prepare, trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
+from clirun import cli, cli_here
+
 TINY = {
     "env.n_envs": 16,
     "ppo.batch_size": 128,
@@ -46,11 +48,6 @@ def write_sweep(folder: Path, **changes: Any) -> Path:
     path = folder / "sweep.yml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("routed-rl")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 # -- the sweep file ----------------------------------------------------------------------------------------
@@ -137,7 +134,8 @@ def test_sweep_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         (["sweep", "quick", "--workers", "999"], "oversubscribes"),
         (["report", str(tmp_path)], "error: "),
     ):
-        result = cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path) if args[0] == "sweep" else cli(*args, cwd=tmp_path)
+        out = ["--out", str(tmp_path / "o")] if args[0] == "sweep" else []
+        result = cli_here(*args, *out, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -165,7 +163,8 @@ def test_logging_never_changes_what_a_run_learns(tmp_path: Path) -> None:
     for name, logging in (("a", ["logging.tensorboard=true", "logging.eval_every=512", "logging.eval_episodes=10"]),
                           ("b", ["logging.tensorboard=false", "logging.checkpoint_every=100000"])):  # fmt: skip
         sets = [a for s in [*fast, *logging, "threads=1"] for a in ("--set", s)]
-        assert cli("train", "default", *sets, "--total-steps", "2048", "--run-dir", name, "-q", cwd=tmp_path).returncode == 0
+        result = cli_here("train", "default", *sets, "--total-steps", "2048", "--run-dir", name, "-q", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
     a, b = (RunDir(tmp_path / n).load_model().policy.state_dict() for n in "ab")
     assert all(th.equal(a[k], b[k]) for k in a)
 
@@ -185,18 +184,18 @@ def test_local_pool_runs_trials_as_run_folders_and_a_rerun_skips_them(tmp_path: 
         record = json.loads((run.root / "trial.json").read_text())
         assert record["status"] == "done" and record["sessions"][0]["torch"] == th.__version__
         assert run.load_model().num_timesteps == 1024
-    assert cli("eval", "sw/naive__p0.5__s0", "--select", "diamond", "--episodes", "20", cwd=tmp_path).returncode == 0
+    assert cli_here("eval", "sw/naive__p0.5__s0", "--select", "diamond", "--episodes", "20", cwd=tmp_path).returncode == 0
     stamp = (out / "default__p0.5__s0" / "model.zip").stat().st_mtime_ns
-    again = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)
+    again = cli_here("sweep", str(path), "--out", "sw", cwd=tmp_path)
     assert again.returncode == 0 and "2 trials (2 done already)" in again.stdout
     assert (out / "default__p0.5__s0" / "model.zip").stat().st_mtime_ns == stamp
     # more seeds: only the new trials run; other settings in the same folder: refused, nothing touched
-    more = cli("sweep", str(path), "--out", "sw", "--set", "seeds=[0, 1]", cwd=tmp_path)
+    more = cli_here("sweep", str(path), "--out", "sw", "--set", "seeds=[0, 1]", cwd=tmp_path)
     assert more.returncode == 0 and "4 trials (2 done already)" in more.stdout
-    changed = cli("sweep", str(path), "--out", "sw", "--set", "ppo.n_epochs=1", cwd=tmp_path)
+    changed = cli_here("sweep", str(path), "--out", "sw", "--set", "ppo.n_epochs=1", cwd=tmp_path)
     assert changed.returncode == 2 and "was trained with other settings" in changed.stderr
     assert "ppo.n_epochs: 4 there, 1 here" in changed.stderr
-    report = cli("report", "sw", cwd=tmp_path)
+    report = cli_here("report", "sw", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 4 * 5  # trials x evaluated steering modes
@@ -204,27 +203,24 @@ def test_local_pool_runs_trials_as_run_folders_and_a_rerun_skips_them(tmp_path: 
 
 def test_a_longer_sweep_extends_its_finished_trials_from_their_checkpoints(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, methods=["naive"])
-    assert cli("sweep", str(path), "--out", "sw", cwd=tmp_path).returncode == 0
+    assert cli_here("sweep", str(path), "--out", "sw", cwd=tmp_path).returncode == 0
     run = RunDir(tmp_path / "sw" / "naive__p0.5__s0")
     assert trial_status(run.root, 1024) == "done" and trial_status(run.root, 2048) == "interrupted"
-    longer = cli("sweep", str(path), "--out", "sw", "--set", "total_steps=2048", cwd=tmp_path)
+    longer = cli_here("sweep", str(path), "--out", "sw", "--set", "total_steps=2048", cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr
     assert "1 trials (0 done already)" in longer.stdout and "[1/1 done, 0 running, 0 failed]" in longer.stdout
     assert run.load_model().num_timesteps == 2048 and run.load_config().total_steps == 2048
     assert "--resume" in run.command.read_text().splitlines()[-1]
     record = json.loads((run.root / "trial.json").read_text())
     assert record["total_steps"] == 2048 and [s["status"] for s in record["sessions"]] == ["done", "done"]
-    shorter = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)  # 1024 steps: the folder holds a longer run
+    shorter = cli_here("sweep", str(path), "--out", "sw", cwd=tmp_path)  # 1024 steps: the folder holds a longer run
     assert shorter.returncode == 2 and "total_steps: 2048 there, 1024 here" in shorter.stderr
 
 
 def test_a_failing_trial_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("base: default\nlabeling:\n  kind: user_labelers:BrokenLabeler\n")
     path = write_sweep(tmp_path, methods=["broken.yaml", "naive"])
-    env = {"PYTHONPATH": str(Path(__file__).parent)}
-    exe = Path(sys.executable).with_name("routed-rl")
-    result = subprocess.run([str(exe), "sweep", str(path), "--out", "sw"], cwd=tmp_path, capture_output=True, text=True,
-                            env={**__import__("os").environ, **env}, timeout=300)  # fmt: skip
+    result = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)  # the trials can import this folder's labelers
     assert result.returncode == 1
     assert "broken__p0.5__s0: FAILED: RuntimeError: a bug in the labeler" in result.stdout
     assert "1 trial failed" in result.stderr
@@ -250,7 +246,7 @@ def test_an_interrupted_sweep_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert trial_status(run.root) == "interrupted" and not run.model.exists()
     stopped = int(run.latest_checkpoint().stem.split("_")[1])  # type: ignore[union-attr]
     assert 0 < stopped < 40_960
-    result = cli("sweep", str(path), "--out", "sw", cwd=tmp_path)
+    result = cli_here("sweep", str(path), "--out", "sw", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert trial_status(run.root) == "done" and run.load_model().num_timesteps == 40_960
     sessions = json.loads((run.root / "trial.json").read_text())["sessions"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +12,10 @@ from routed_rl.config import ConfigError, load_config
 from routed_rl.errors import UserError
 from routed_rl.evaluation import evaluate, format_table
 from routed_rl.tasks import OutcomeWrapper, registered_tasks, task_for
+from clirun import cli, cli_here
 from user_outcomes import CORRIDOR_ID, Corridor, cliff_or_home
 
 OUTCOMES = {"home": 1.0, "cliff": -1.0}
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The CLI with this folder importable (where the user's env and outcome function live)."""
-    exe = Path(sys.executable).with_name("routed-rl")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
 class Always:
@@ -124,9 +115,9 @@ logging: {{tensorboard: false, eval_every: 512, eval_episodes: 20}}
     assert "select=home" in result.stdout and "cliff" in result.stdout
     figures = tmp_path / "run" / "figures"
     assert not figures.exists() or not any(figures.iterdir())  # the corridor cannot render: no GIF, no map
-    result = cli("eval", "run", "--episodes", "30", "--json", cwd=tmp_path)
+    result = cli_here("eval", "run", "--episodes", "30", "--json", cwd=tmp_path)
     assert result.returncode == 0 and '"home"' in result.stdout, result.stderr
-    result = cli("export", "run", "--out", "deploy", cwd=tmp_path)
+    result = cli_here("export", "run", "--out", "deploy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -146,7 +137,7 @@ def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_the_envs_command_lists_every_routed_env(tmp_path: Path) -> None:
-    result = cli("envs", cwd=tmp_path)
+    result = cli_here("envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for env_id in registered_tasks():
         assert env_id in result.stdout
