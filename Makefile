@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(PY) -m routed_rl.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not expensive"
+	$(PY) -m pytest -q -n auto -m "not expensive"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
