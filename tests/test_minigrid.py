@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import gymnasium as gym
@@ -179,19 +178,18 @@ def test_task_trains_on_images_and_reports_outcomes(env_id: str) -> None:
 
 
 def test_minigrid_config_trains_evaluates_and_exports_through_the_cli(tmp_path: Path) -> None:
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return cli_here(*args, cwd=tmp_path)
-
     small = ["env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64", "total_steps=256", "env.max_steps=20",
              "eval.episodes=20", "logging.tensorboard=false", "logging.eval_episodes=10"]  # fmt: skip
-    result = cli("train", "minigrid_8x8", *(x for s in small for x in ("--set", s)), "--run-dir", "run", "-q")
+    result = cli_here(
+        "train", "minigrid_8x8", *(x for s in small for x in ("--set", s)), "--run-dir", "run", "-q", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "select=diamond" in result.stdout
     figures = {p.name for p in (tmp_path / "run" / "figures").iterdir()}
     assert {"episode_select_diamond.gif", "episode_unsteered.gif"} <= figures  # no maps: MiniGrid has none
-    result = cli("eval", "run", "--episodes", "10", "--select", "diamond")
+    result = cli_here("eval", "run", "--episodes", "10", "--select", "diamond", cwd=tmp_path)
     assert result.returncode == 0 and "select=diamond" in result.stdout, result.stderr
-    result = cli("export", "run", "--out", "deploy")
+    result = cli_here("export", "run", "--out", "deploy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     exported = load_exported(tmp_path / "deploy")
     model = RunDir(tmp_path / "run").load_model()
