@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
 
@@ -332,12 +333,35 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             (their gradient is not routed: use them for a gate loss)
         """
         features = self.extract_features(obs)
-        extractor: RoutedExtractor = self.mlp_extractor  # type: ignore[assignment]
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
-        latent_pi, gate_logits = extractor.actor(pi_features, route_weight, gate_route_weight, keep)
-        latent_vf = extractor.forward_critic(vf_features)  # type: ignore[arg-type]
-        distribution = self._get_action_dist_from_latent(latent_pi)
+        distribution, gate_logits = self._routed_distribution(pi_features, route_weight, gate_route_weight, keep)  # type: ignore[arg-type]
+        latent_vf = self.mlp_extractor.forward_critic(vf_features)  # type: ignore[arg-type]
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), gate_logits
+
+    def log_prob_routed(
+        self,
+        obs: th.Tensor,
+        actions: th.Tensor,
+        route_weight: th.Tensor | None = None,
+        gate_route_weight: th.Tensor | None = None,
+        keep: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """(batch,) the log-probabilities of :meth:`evaluate_actions_routed` alone, without evaluating the value
+        network (for a loss that needs no value, such as label replay's surrogate)."""
+        features = BasePolicy.extract_features(self, obs, self.pi_features_extractor)
+        distribution, _ = self._routed_distribution(features, route_weight, gate_route_weight, keep)
+        return distribution.log_prob(actions)
+
+    def _routed_distribution(
+        self,
+        pi_features: th.Tensor,
+        route_weight: th.Tensor | None,
+        gate_route_weight: th.Tensor | None,
+        keep: th.Tensor | None,
+    ) -> tuple[Distribution, th.Tensor]:
+        """The action distribution from the routed mixture, and the raw gate logits."""
+        latent_pi, gate_logits = self.moe(pi_features, route_weight, gate_route_weight, keep)
+        return self._get_action_dist_from_latent(latent_pi), gate_logits
 
     def expert_log_prob(self, obs: th.Tensor, actions: th.Tensor, expert: int) -> th.Tensor:
         """(batch,) log-probability of ``actions`` under expert ``expert`` acting alone (as ``steer(select=...)``)."""

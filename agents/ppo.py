@@ -420,7 +420,7 @@ class RoutedPPO(PPO):
         gate_weight = self._gate_weight(th.ones(len(obs), dtype=th.bool), routed)  # every kept step is labeled
         if routed or keep is not None or gate_weight is not None:
             route_weight = self.routing_table.weights(replayed.labels).to(self.device) if routed else None
-            _, log_prob, _, _ = self.policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight, keep)
+            log_prob = self.policy.log_prob_routed(obs, actions, route_weight, gate_weight, keep)
         else:
             _, log_prob, _ = self.policy.evaluate_actions(obs, actions)
         advantages = replayed.advantages.to(self.device)

@@ -6,7 +6,10 @@ route-weight input masks each expert's gradient per sample (:func:`routed_rl.rou
 gate's gradient on labeled samples, as the paper does.
 
 The experts are one :class:`StackedMLP`: their weights are stacked, so on a GPU every layer of every expert
-is one batched matrix product (one kernel); on the CPU they run one at a time on their slices of it.
+is one batched matrix product (one kernel); on the CPU they run one at a time on their slices of it. An expert
+that no sample of a batch routes into (route weight 0 throughout, e.g. every replayed label goes to another
+expert) is evaluated without recording its backward pass: the same forward values and the same, exactly zero,
+gradient, without the work of computing it.
 """
 
 from __future__ import annotations
@@ -297,6 +300,22 @@ class MixtureOfExperts(nn.Module):
         """Expert ``k``'s latent for the experts' input features (blind to its hidden features)."""
         return self.experts.one(k, expert_in)
 
+    def _expert_outputs(self, expert_in: th.Tensor, kept: list[int], frozen: list[int]) -> list[th.Tensor]:
+        """Each kept expert's (batch, latent) output, in ``kept``'s order; the ``frozen`` ones without gradient.
+
+        Together (one batched product per layer) where :meth:`StackedMLP.use_batched` says so, else one at a time."""
+        live = [k for k in kept if k not in frozen]
+        out: dict[int, th.Tensor] = {}
+        for group, grad in ((live, True), (frozen, False)):
+            if not group:
+                continue
+            with th.set_grad_enabled(grad and th.is_grad_enabled()):
+                if self.experts.use_batched(expert_in):
+                    out.update(zip(group, self.experts(expert_in, group).unbind(0), strict=True))
+                else:
+                    out.update((k, self.experts.one(k, expert_in)) for k in group)
+        return [out[k] for k in kept]
+
     def gate_logits(self, features: th.Tensor) -> th.Tensor:
         """(batch, n_experts) raw gate logits."""
         return self.gate(self._select(features, "gate_input_index"))
@@ -346,15 +365,15 @@ class MixtureOfExperts(nn.Module):
         else:
             used = tuple(keep.any(dim=0).tolist()) if keep is not None else (True,) * self.n_experts
         kept = [k for k in range(self.n_experts) if used[k]]  # a dropped expert has mixture weight 0: skip its work
+        # an expert whose route weight is 0 on every sample gets an exactly zero gradient from this batch: it
+        # is evaluated without building its backward pass (the same forward values, no wasted backward work)
+        frozen = [] if route_weight is None else [k for k in kept if not bool(route_weight[:, k].any())]
         expert_in = self._select(features, "expert_input_index")
-        if self.experts.use_batched(expert_in):
-            outs = self.experts(expert_in, kept)  # (kept, batch, latent): one batched product per layer
-            if route_weight is not None:
-                outs = route(outs, route_weight[:, kept].T)
-            return (weights[:, kept].T.unsqueeze(-1) * outs).sum(dim=0), logits
+        outs = self._expert_outputs(expert_in, kept, frozen)
+        if route_weight is not None:
+            outs = [out if k in frozen else route(out, route_weight[:, k]) for k, out in zip(kept, outs, strict=True)]
         latent = None
-        for k in kept:
-            out = route(self.experts.one(k, expert_in), None if route_weight is None else route_weight[:, k])
+        for k, out in zip(kept, outs, strict=True):
             latent = weights[:, k : k + 1] * out if latent is None else latent + weights[:, k : k + 1] * out
         assert latent is not None  # steering always keeps at least one expert
         return latent, logits

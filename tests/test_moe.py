@@ -68,8 +68,10 @@ def test_all_ones_routing_equals_no_routing(batched: bool) -> None:
     assert all(th.equal(plain[k], routed[k]) for k in plain)
 
 
-@pytest.mark.parametrize("w", [0.5, 0.2])
+@pytest.mark.parametrize("w", [0.5, 0.2, 0.0])
 def test_weight_scales_expert_gradient(w: float, batched: bool) -> None:
+    """w = 0 on the whole batch: the expert is evaluated without a backward pass, and every gradient is still
+    exactly the one its zero route weight gives (its own exactly 0, the others' unchanged)."""
     moe, x = _moe(batched=batched), th.randn(4, 12)
     ones = th.ones(4, 3)
     scaled = ones.clone()
@@ -84,7 +86,7 @@ def test_weight_scales_expert_gradient(w: float, batched: bool) -> None:
     for name, grad in grads.items():
         assert grad is not None
         expected = w * base[name] if name.startswith("experts.1.") else base[name]
-        if w == 0.5:
+        if w in (0.5, 0.0):
             assert th.equal(grad, expected), name
         else:
             assert th.allclose(grad, expected, rtol=1e-5, atol=1e-7), name

@@ -51,6 +51,39 @@ def test_steering_reaches_all_four_inference_paths() -> None:
     assert policy.steering is None  # restored after the block
 
 
+def test_routed_log_probs_alone_are_those_of_evaluate_actions_routed_without_the_value_net() -> None:
+    """``log_prob_routed`` (label replay's path) gives ``evaluate_actions_routed``'s log-probabilities exactly,
+    with the same gradients, and never evaluates the value network."""
+    policy = _model().policy
+    obs, actions = th.as_tensor(_obs()), th.arange(64) % 4
+    route_weight = th.tensor([[1.0, 0.0]]).repeat(64, 1)  # every step routed into expert 0: expert 1 is frozen
+    gate_weight = th.zeros(64)
+
+    def grads(log_prob: th.Tensor) -> dict[str, th.Tensor | None]:
+        (log_prob * th.linspace(-1, 1, 64)).sum().backward()
+        out = {name: None if p.grad is None else p.grad.clone() for name, p in policy.named_parameters()}
+        policy.zero_grad(set_to_none=True)
+        return out
+
+    _, full, _, _ = policy.evaluate_actions_routed(obs, actions, route_weight, gate_weight)
+    full_grads = grads(full)
+    critic = policy.mlp_extractor.critic
+    critic_calls: list[int] = []
+    handle = critic.register_forward_hook(lambda *_: critic_calls.append(1))
+    alone = policy.log_prob_routed(obs, actions, route_weight, gate_weight)
+    handle.remove()
+    assert critic_calls == [] and th.equal(alone, full)
+    alone_grads = grads(alone)
+    assert alone_grads.keys() == full_grads.keys()
+    for name, grad in alone_grads.items():
+        expected = full_grads[name]
+        if grad is None or expected is None:
+            assert grad is None and expected is None, name
+        else:
+            assert th.equal(grad, expected), name
+    assert alone_grads["mlp_extractor.critic.0.weight"] is None  # no gradient path to the value network
+
+
 def test_steer_is_persistent_without_with() -> None:
     policy = _model().policy
     policy.steer(ablate="ghost")
