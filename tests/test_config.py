@@ -136,12 +136,22 @@ def test_the_baselines_are_built_in() -> None:
 MINIGRID_BASELINES = Path(__file__).parents[1] / "benchmarks" / "minigrid"
 
 
-@pytest.mark.parametrize("name", ["naive", "oracle"])
-def test_minigrid_baselines_differ_from_minigrid_8x8_as_the_builtin_ones_from_default(name: str) -> None:
-    """The MiniGrid benchmark's naive and oracle change exactly what `naive` and `oracle` change."""
-    minigrid = load_config("minigrid_8x8").model_dump()
-    mine = load_config(MINIGRID_BASELINES / f"{name}.yaml").model_dump()
-    assert _differences(mine, minigrid) == DEFINING_KEYS[name]
+@pytest.mark.parametrize(
+    ("baseline", "kind", "attempt"),
+    [
+        ("naive", "naive", "minigrid_8x8"),
+        ("oracle", "oracle", "minigrid_8x8"),
+        ("naive_blind_diamond_expert", "naive", "blind_diamond_expert.yaml"),
+        ("naive_default_recipe", "naive", "default_recipe.yaml"),
+    ],
+)
+def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_default(
+    baseline: str, kind: str, attempt: str
+) -> None:
+    """The MiniGrid benchmarks' naive and oracle change exactly what `naive` and `oracle` change."""
+    theirs = load_config(MINIGRID_BASELINES / attempt if attempt.endswith(".yaml") else attempt).model_dump()
+    mine = load_config(MINIGRID_BASELINES / f"{baseline}.yaml").model_dump()
+    assert _differences(mine, theirs) == DEFINING_KEYS[kind]
 
 
 EFFICIENCY = Path(__file__).parents[1] / "benchmarks" / "efficiency"
