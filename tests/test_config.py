@@ -143,6 +143,7 @@ MINIGRID_BASELINES = Path(__file__).parents[1] / "benchmarks" / "minigrid"
         ("oracle", "oracle", "minigrid_8x8"),
         ("naive_blind_diamond_expert", "naive", "blind_diamond_expert.yaml"),
         ("naive_default_recipe", "naive", "default_recipe.yaml"),
+        ("naive_blind_default_recipe", "naive", "blind_default_recipe.yaml"),
     ],
 )
 def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_default(
