@@ -41,7 +41,12 @@ __all__ = [
     "OversightGridVecEnv",
 ]
 
-_MINIGRID_PARAMS: dict[str, Any] = {"oversight_prob": 0.1, "reward_scheme": "terminal", "agent_view_size": 7}
+_MINIGRID_PARAMS: dict[str, Any] = {
+    "oversight_prob": 0.1,
+    "reward_scheme": "terminal",
+    "agent_view_size": 7,
+    "mark_overseen": True,
+}
 #: MiniGrid DiamondGhost ids -> (entry point, parameters with their defaults).
 MINIGRID_IDS: dict[str, tuple[str, dict[str, Any]]] = {
     **{

@@ -68,8 +68,9 @@ class DiamondGhostFourRoomsEnv(DiamondGhostEnv):
         reward_scheme: str = "terminal",
         agent_view_size: int = 7,
         render_mode: str | None = None,
+        mark_overseen: bool = True,
     ) -> None:
-        super().__init__(size, oversight_prob, max_steps, reward_scheme, agent_view_size, render_mode)
+        super().__init__(size, oversight_prob, max_steps, reward_scheme, agent_view_size, render_mode, mark_overseen)
 
     def _gen_walls(self, width: int, height: int) -> None:
         self.grid = Grid(width, height)

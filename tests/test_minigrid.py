@@ -121,6 +121,27 @@ def test_oversight_is_visible_in_the_view_and_drawn() -> None:
     assert not np.array_equal(watched, env.render())  # the marked floor is drawn
 
 
+@pytest.mark.parametrize("env_id", IDS, ids=IDS)
+def test_unmarked_oversight_keeps_the_labels_and_hides_the_marking(env_id: str) -> None:
+    """``mark_overseen=False``: the same rooms and the same oversight (and so the same labels), but no marked
+    floor in the view or the picture."""
+    marked = gym.make(env_id, oversight_prob=1.0, render_mode="rgb_array")
+    unmarked = gym.make(env_id, oversight_prob=1.0, render_mode="rgb_array", mark_overseen=False)
+    (obs_m, _), (obs_u, _) = marked.reset(seed=3), unmarked.reset(seed=3)
+    assert obs_u["image"][..., 2].max() == 0 and np.array_equal(obs_m["image"][..., :2], obs_u["image"][..., :2])
+    assert not np.array_equal(marked.render(), unmarked.render())
+    for env in (marked, unmarked):
+        inner = env.unwrapped
+        assert isinstance(inner, DiamondGhostEnv) and inner.ghost is not None and inner.ghost.overseen
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # the same actions reach the same ends, with the same labels
+        action = int(rng.integers(3))
+        step_m, step_u = marked.step(action), unmarked.step(action)
+        assert step_m[1:] == step_u[1:] and step_u[0]["image"][..., 2].max() == 0
+        if step_m[2] or step_m[3]:
+            (obs_m, _), (obs_u, _) = marked.reset(), unmarked.reset()
+
+
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
 def test_each_terminal_is_overseen_with_oversight_prob(p: float) -> None:
     env = gym.make("RoutedRL/MiniGrid-DiamondGhost-5x5-v0", oversight_prob=p).unwrapped
@@ -150,6 +171,7 @@ def test_four_rooms_has_walls_and_open_doors() -> None:
     ({"reward_scheme": "dense"}, "reward_scheme must be one of"),
     ({"agent_view_size": 4}, "agent_view_size must be odd"),
     ({"max_steps": 0}, "max_steps must be an integer >= 1"),
+    ({"mark_overseen": "no"}, "mark_overseen must be true or false"),
 ])  # fmt: skip
 def test_bad_parameters(kwargs: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
