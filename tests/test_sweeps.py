@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
 from routed_rl.sweeps.report import collect_rows, interval, write_report
-from routed_rl.sweeps.runner import prepare, trial_status
+from routed_rl.sweeps.runner import finished_since, prepare, trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
 from clirun import cli, cli_here
@@ -89,6 +90,21 @@ def test_a_method_given_as_a_yaml_file_is_found_next_to_the_sweep(tmp_path: Path
     spec, trials, _ = load_sweep(write_sweep(tmp_path, methods=["mine.yaml", "naive"]))
     assert trials[0].method == "mine" and trials[0].name == "mine__p0.5__s0"
     assert spec.trial_config(trials[0]).ppo.n_epochs == 2
+
+
+def test_a_trial_counts_as_finished_only_with_an_evaluation_written_in_its_stretch(tmp_path: Path) -> None:
+    """An extended trial stopped midway keeps the model and evaluation of its earlier, shorter run: those do
+    not make it done."""
+    run = RunDir(tmp_path / "trial")
+    run.root.mkdir()
+    assert not finished_since(run, 0.0)
+    run.model.write_bytes(b"model")
+    run.eval.write_text("[]")
+    written = run.eval.stat().st_mtime
+    assert finished_since(run, written)  # written in this stretch
+    assert not finished_since(run, written + 60.0)  # from an earlier stretch
+    os.utime(run.eval, (written + 120.0, written + 120.0))  # written again when the extension finished
+    assert finished_since(run, written + 60.0)
 
 
 BENCHMARK_SWEEPS = sorted(

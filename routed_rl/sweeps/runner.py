@@ -106,6 +106,13 @@ def _differences(wanted: Any, stored: Any, path: str = "") -> Any:
         yield f"{path}: {stored!r} there, {wanted!r} here"
 
 
+def finished_since(run: RunDir, since: float) -> bool:
+    """Whether the run finished training at or after ``since`` (a ``time.time()``): its model and an evaluation
+    written since then. A run being extended keeps its earlier model and evaluation until it finishes again, so
+    one stopped midway (exit code 0 after its checkpoint) has not finished."""
+    return run.model.is_file() and run.eval.is_file() and run.eval.stat().st_mtime >= since - 1.0
+
+
 def train_command(spec: SweepSpec, trial: Trial, root: Path) -> list[str]:
     """The ``routed-rl train`` command line for a trial: a fresh start, or a resume of its checkpoints (to the
     sweep's step count, which extends a trial trained for fewer steps)."""
@@ -131,7 +138,7 @@ def execute_trial(
     command = train_command(spec, trial, root)
     threads = str(spec.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "CUDA_VISIBLE_DEVICES": ""}
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     with tempfile.TemporaryFile("w+") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True)
         signalled = False
@@ -146,7 +153,7 @@ def execute_trial(
     root.mkdir(parents=True, exist_ok=True)
     with (root / "trial.log").open("a") as f:
         f.write(output)
-    if child.returncode == 0 and run.model.is_file() and run.eval.is_file():
+    if child.returncode == 0 and finished_since(run, started_at):
         status, error = "done", None
     elif child.returncode == 0:
         status, error = "interrupted", None
