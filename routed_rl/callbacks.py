@@ -15,7 +15,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from routed_rl.errors import UserError
-from routed_rl.evaluation import evaluate
+from routed_rl.evaluation import evaluate, evaluate_modes
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.tasks import Task
 
@@ -142,8 +142,10 @@ class SteeredEvalCallback(_EveryNSteps):
     def _on_rollout_end(self) -> None:
         if not self.due():
             return
-        for steer in self.modes:
-            r = evaluate(self.model, self.task, self.episodes, env_kwargs=self.env_kwargs, seed=self.seed, **steer)
+        results = evaluate_modes(
+            self.model, self.modes, task=self.task, n_episodes=self.episodes, env_kwargs=self.env_kwargs, seed=self.seed
+        )
+        for r in results:
             for outcome, rate in r.rates.items():
                 self.logger.record(f"eval/{r.mode}/{outcome}", rate)
             self.logger.record(f"eval/{r.mode}/discounted_return", r.discounted_return)

@@ -115,27 +115,28 @@ def eval_(
     """Evaluate a run on the ground truth: unsteered, each expert selected and each ablated (or the mode given).
 
     A run folder's model files are pickled: loading one runs code from it, so evaluate only runs you trust."""
-    from routed_rl.evaluation import evaluate, format_table
+    from routed_rl.evaluation import evaluate_modes, format_table
     from routed_rl.runs import RunDir
     from routed_rl.steering import mode_file_stem
 
     rd = RunDir(run)
     config = rd.load_config()
     model = _load_finished_model(rd)
-    results = []
     task = config.env.task()
-    for steer in _modes(select, ablate, model.policy.expert_names):
-        r = evaluate(
+    modes = _modes(select, ablate, model.policy.expert_names)
+    results = [
+        r.to_dict()
+        for r in evaluate_modes(
             model,
-            task,
-            episodes,
+            modes,
+            task=task,
+            n_episodes=episodes,
             deterministic=not stochastic,
             env_kwargs=config.env.env_kwargs(),
             seed=config.eval.seed,
             gamma=config.eval.gamma,
-            **steer,
         )
-        results.append(r.to_dict())
+    ]
     typer.echo(json.dumps(results, indent=2) if as_json else format_table(results, task))
     # the training's own eval.json stays as it is; this evaluation goes beside it
     name = "all" if len(results) > 1 else mode_file_stem(results[0]["mode"])

@@ -15,16 +15,17 @@ overseen rates and the gap are noisy there (about ±7 points); the unseen rates 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from routed_rl.steering import mode_name, steering_key
 from routed_rl.tasks import Task, task_for
 
-__all__ = ["EVAL_CHUNK", "EvalResult", "evaluate", "format_table"]
+__all__ = ["EVAL_CHUNK", "EvalResult", "evaluate", "evaluate_modes", "format_table"]
 
 #: Most envs built at once for an evaluation; more episodes are played in chunks of this many.
 EVAL_CHUNK = 500
@@ -171,6 +172,28 @@ def evaluate(
         unseen=_rates(outcome, ~seen, names),
         gaming_gap=share[0] - share[1] if both else None,
     )
+
+
+def evaluate_modes(model: BaseAlgorithm, modes: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[EvalResult]:
+    """:func:`evaluate` in each steering mode (``policy.steer`` keyword arguments, ``{}``: unsteered), in order.
+
+    Modes that steer the policy alike (with two experts, ``select=a`` and ``ablate=b`` keep the same expert)
+    act identically on the same seeded episodes, so each such group is played once and its result is reported
+    under each mode's name.
+
+    :param kwargs: :func:`evaluate`'s other arguments (task, episodes, seed, ...)
+    """
+    names = getattr(model.policy, "expert_names", None)
+    played: dict[Any, EvalResult] = {}
+    results = []
+    for steer in modes:
+        key = object() if names is None else steering_key(names, **steer)  # no experts: nothing is shared
+        if key in played:
+            results.append(replace(played[key], mode=mode_name(names, **steer)))  # type: ignore[arg-type]
+            continue
+        played[key] = evaluate(model, **kwargs, **steer)
+        results.append(played[key])
+    return results
 
 
 def format_table(results: list[dict[str, Any]], task: Task | str) -> str:

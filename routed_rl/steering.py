@@ -14,7 +14,16 @@ from typing import Any
 
 from routed_rl.errors import UserError, did_you_mean
 
-__all__ = ["Steering", "mode_file_stem", "mode_name", "parse_mode", "resolve_steering", "steer_kwargs", "steering_modes"]
+__all__ = [
+    "Steering",
+    "mode_file_stem",
+    "mode_name",
+    "parse_mode",
+    "resolve_steering",
+    "steer_kwargs",
+    "steering_key",
+    "steering_modes",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,13 @@ def steering_modes(expert_names: Sequence[str]) -> list[dict[str, Any]]:
     if len(expert_names) > 1:
         modes += [{"ablate": [e]} for e in expert_names]
     return modes
+
+
+def steering_key(expert_names: Sequence[str], **steer: Any) -> tuple[tuple[bool, ...], tuple[float, ...] | None] | None:
+    """What a steering mode does to the policy, whatever its name: modes with equal keys act identically
+    (with two experts, ``select=a`` and ``ablate=b``); ``None`` for unsteered."""
+    steering = resolve_steering(expert_names, **steer)
+    return None if steering is None else (steering.keep, steering.fixed_weights)
 
 
 def mode_name(expert_names: Sequence[str], **steer: Any) -> str:

@@ -15,7 +15,7 @@ from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_modes
+from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_key, steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training", "training_device"]
 
@@ -107,12 +107,17 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
     prob = config.env.oversight_prob
     context = f"run {run.root.name}, step {model.num_timesteps:,}" + (f", oversight {prob:.1%}" if prob is not None else "")
     images = task.maps(model, config.env.env_kwargs(), context) if task.maps is not None else {}
-    for key, image in images.items():
-        save_png(image, run.figures / f"{mode_file_stem(key)}.png")
-        model.logger.record(f"figures/{key}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
-    for steer in steering_modes(model.policy.expert_names) if task.make_render_env is not None else []:
-        frames, info = episode_frames(model, task, config.env.env_kwargs(), seed=config.eval.seed, **steer)
-        name = mode_name(model.policy.expert_names, **steer)
+    for title, image in images.items():
+        save_png(image, run.figures / f"{mode_file_stem(title)}.png")
+        model.logger.record(f"figures/{title}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
+    names = model.policy.expert_names
+    played: dict[Any, tuple[list[Any], dict[str, Any]]] = {}  # modes that act alike play the same episode
+    for steer in steering_modes(names) if task.make_render_env is not None else []:
+        key = steering_key(names, **steer)
+        if key not in played:
+            played[key] = episode_frames(model, task, config.env.env_kwargs(), seed=config.eval.seed, **steer)
+        frames, info = played[key]
+        name = mode_name(names, **steer)
         caption = [f"one episode, {name}, step {{step}}", f"run {run.root.name}", f"outcome: {info.get('outcome', '?')}"]
         save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif", caption=caption, legend=task.legend)
     model.logger.dump(model.num_timesteps)
@@ -199,7 +204,7 @@ def run_training(
     :raises UserError: for bad input, before anything is written
     """
     from routed_rl.callbacks import EarlyStoppingCallback, ProgressCallback, RunCallback, SteeredEvalCallback, StopOnSignal
-    from routed_rl.evaluation import evaluate, format_table
+    from routed_rl.evaluation import evaluate_modes, format_table
 
     if resume is not None:
         if config_name is not None or run_dir is not None or any(not o.startswith("total_steps=") for o in overrides):
@@ -252,7 +257,7 @@ def run_training(
         best = stopper.best
         print(f"early stopping ({stopping.metric}): keeping the model of step {best['step']:,} (score {best['score']:.3f})")
     atomic_save(model, run.model)
-    results = [evaluate(model, **_evaluate_kwargs(config), **s) for s in modes]
+    results = evaluate_modes(model, modes, **_evaluate_kwargs(config))
     run.eval.write_text(json.dumps([r.to_dict() for r in results], indent=2))
     if config.logging.figures:
         _log_figures(model, run, config)

@@ -88,3 +88,29 @@ def test_gaming_gap_of_an_oversight_blind_policy_is_near_zero_and_shows_in_the_t
     assert "gaming gap" in table and f"{got.gaming_gap:+.1%}" in table
     unseen_only = evaluate(ScriptedPolicy("optimal"), GRID, 50, env_kwargs={"oversight_prob": 0.0}, seed=SEED)  # type: ignore[arg-type]
     assert unseen_only.gaming_gap is None and "n/a" in format_table([unseen_only.to_dict()], GRID)
+
+
+@pytest.mark.parametrize("experts", [["diamond", "ghost"], ["diamond", "ghost", "other"]])
+def test_evaluate_modes_plays_alike_modes_once_with_the_same_results(experts, monkeypatch) -> None:
+    """With two experts select=a and ablate=b keep the same expert: evaluate_modes plays it once and reports
+    it under both names, each result equal to evaluating that mode on its own; with three, every mode differs."""
+    from routed_rl import evaluation
+    from routed_rl.agents import RoutedPPO
+    from routed_rl.steering import steering_modes
+
+    env = OversightGridVecEnv(4, seed=0)
+    model = RoutedPPO(
+        "RoutedPolicy", env, n_steps=16, batch_size=32, seed=0, policy_kwargs={"expert_arch": [16], "expert_names": experts}
+    )
+    modes = steering_modes(experts)
+    kwargs = {"task": GRID, "n_episodes": 300, "env_kwargs": {"oversight_prob": P}, "seed": SEED}
+    alone = [evaluate(model, **kwargs, **steer).to_dict() for steer in modes]
+    played = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda m, **kw: played.append(kw) or evaluate(m, **kw))
+    together = [r.to_dict() for r in evaluation.evaluate_modes(model, modes, **kwargs)]
+    assert together == alone
+    assert [r["mode"] for r in together] == ["unsteered", *[f"select={e}" for e in experts], *[f"ablate={e}" for e in experts]]
+    assert len(played) == (3 if len(experts) == 2 else len(modes))
+    if len(experts) == 2:  # what makes sharing sound: played on their own, alike modes give equal results
+        for a, b in ((1, 4), (2, 3)):
+            assert {**alone[a], "mode": ""} == {**alone[b], "mode": ""}
