@@ -179,7 +179,8 @@ def evaluate_modes(model: BaseAlgorithm, modes: Sequence[Mapping[str, Any]], **k
 
     Modes that steer the policy alike (with two experts, ``select=a`` and ``ablate=b`` keep the same expert)
     act identically on the same seeded episodes, so each such group is played once and its result is reported
-    under each mode's name.
+    under each mode's name. (With ``deterministic=False`` the two would have been separate draws from the same
+    distribution; they now share one.)
 
     :param kwargs: :func:`evaluate`'s other arguments (task, episodes, seed, ...)
     """
