@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -127,7 +128,9 @@ def evaluate(
     :param task: the env's task (``config.env.task()``), or a routed-rl env id
     :param env_kwargs: the env's parameters (``config.env.env_kwargs()``)
     :param seed: env ``i`` is seeded ``seed + i`` (OversightGrid: one generator seeded ``seed``); more than
-        :data:`EVAL_CHUNK` episodes are played in chunks, chunk ``k`` seeded ``seed + k * EVAL_CHUNK``
+        :data:`EVAL_CHUNK` episodes are played in chunks, chunk ``k`` seeded ``seed + k * EVAL_CHUNK``. Sampled
+        actions (``deterministic=False``) come from torch's generator seeded ``seed`` for this evaluation
+        (the caller's generator state is put back after), so a sampled evaluation repeats exactly
     :param select: steer to this expert alone; ``ablate``/``weights`` as in ``policy.steer``
     :return: the :class:`EvalResult`
     """
@@ -146,10 +149,13 @@ def evaluate(
     mode = "unsteered" if handle is None or policy.steering is None else policy.steering.name
     chunk = n_episodes if task.batched else EVAL_CHUNK
     parts = []
+    device = getattr(model, "device", th.device("cpu"))
     try:
-        for start in range(0, n_episodes, chunk):
-            n = min(chunk, n_episodes - start)
-            parts.append(_play(model, task, kwargs, n, seed + start, deterministic, gamma))
+        with th.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            th.manual_seed(seed)
+            for start in range(0, n_episodes, chunk):
+                n = min(chunk, n_episodes - start)
+                parts.append(_play(model, task, kwargs, n, seed + start, deterministic, gamma))
     finally:
         if handle is not None:
             handle.__exit__(None, None, None)
@@ -179,8 +185,7 @@ def evaluate_modes(model: BaseAlgorithm, modes: Sequence[Mapping[str, Any]], **k
 
     Modes that steer the policy alike (with two experts, ``select=a`` and ``ablate=b`` keep the same expert)
     act identically on the same seeded episodes, so each such group is played once and its result is reported
-    under each mode's name. (With ``deterministic=False`` the two would have been separate draws from the same
-    distribution; they now share one.)
+    under each mode's name (sampled ones too: :func:`evaluate` seeds its draws).
 
     :param kwargs: :func:`evaluate`'s other arguments (task, episodes, seed, ...)
     """

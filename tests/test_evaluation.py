@@ -114,3 +114,29 @@ def test_evaluate_modes_plays_alike_modes_once_with_the_same_results(experts, mo
     if len(experts) == 2:  # what makes sharing sound: played on their own, alike modes give equal results
         for a, b in ((1, 4), (2, 3)):
             assert {**alone[a], "mode": ""} == {**alone[b], "mode": ""}
+
+
+def test_a_sampled_evaluation_repeats_and_leaves_the_callers_generator_alone() -> None:
+    import torch as th
+
+    from routed_rl.agents import RoutedPPO
+
+    model = RoutedPPO(
+        "RoutedPolicy", OversightGridVecEnv(4, seed=0), n_steps=16, batch_size=32, seed=0, policy_kwargs={"expert_arch": [16]}
+    )
+    kwargs = {"task": GRID, "n_episodes": 300, "deterministic": False, "env_kwargs": {"oversight_prob": P}}
+    th.manual_seed(123)
+    before = th.get_rng_state()
+    first = evaluate(model, seed=SEED, **kwargs).to_dict()
+    assert th.equal(th.get_rng_state(), before)
+    th.rand(5)  # the caller's draws do not change the evaluation's
+    assert evaluate(model, seed=SEED, **kwargs).to_dict() == first
+    # what the seeding fixes: the same episodes played with other draws end otherwise
+    from routed_rl import evaluation
+    from routed_rl.tasks import task_for
+
+    plays = []
+    for draw in (0, 1):
+        th.manual_seed(draw)
+        plays.append(evaluation._play(model, task_for(GRID), {"oversight_prob": P}, 300, SEED, False, GAMMA)[0])
+    assert not np.array_equal(*plays)
