@@ -23,7 +23,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from routed_rl.steering import mode_name, steering_key
+from routed_rl.steering import first_alike, mode_name
 from routed_rl.tasks import Task, task_for
 
 __all__ = ["EVAL_CHUNK", "EvalResult", "evaluate", "evaluate_modes", "format_table"]
@@ -190,15 +190,12 @@ def evaluate_modes(model: BaseAlgorithm, modes: Sequence[Mapping[str, Any]], **k
     :param kwargs: :func:`evaluate`'s other arguments (task, episodes, seed, ...)
     """
     names = getattr(model.policy, "expert_names", None)
-    played: dict[Any, EvalResult] = {}
-    results = []
-    for steer in modes:
-        key = object() if names is None else steering_key(names, **steer)  # no experts: nothing is shared
-        if key in played:
-            results.append(replace(played[key], mode=mode_name(names, **steer)))  # type: ignore[arg-type]
-            continue
-        played[key] = evaluate(model, **kwargs, **steer)
-        results.append(played[key])
+    results: list[EvalResult] = []
+    for i, (steer, first) in enumerate(zip(modes, first_alike(names, modes), strict=True)):
+        if first < i:  # only a policy with experts shares modes
+            results.append(replace(results[first], mode=mode_name(names, **steer)))  # type: ignore[arg-type]
+        else:
+            results.append(evaluate(model, **kwargs, **steer))
     return results
 
 

@@ -16,12 +16,12 @@ from routed_rl.errors import UserError, did_you_mean
 
 __all__ = [
     "Steering",
+    "first_alike",
     "mode_file_stem",
     "mode_name",
     "parse_mode",
     "resolve_steering",
     "steer_kwargs",
-    "steering_key",
     "steering_modes",
 ]
 
@@ -100,11 +100,19 @@ def steering_modes(expert_names: Sequence[str]) -> list[dict[str, Any]]:
     return modes
 
 
-def steering_key(expert_names: Sequence[str], **steer: Any) -> tuple[tuple[bool, ...], tuple[float, ...] | None] | None:
-    """What a steering mode does to the policy, whatever its name: modes with equal keys act identically
-    (with two experts, ``select=a`` and ``ablate=b``); ``None`` for unsteered."""
-    steering = resolve_steering(expert_names, **steer)
-    return None if steering is None else (steering.keep, steering.fixed_weights)
+def first_alike(expert_names: Sequence[str] | None, modes: Sequence[Mapping[str, Any]]) -> list[int]:
+    """For each steering mode, the index of the first mode that acts identically (itself if none before it
+    does): with two experts ``select=a`` and ``ablate=b`` keep the same expert. ``expert_names=None`` (a
+    policy without experts): every mode is its own."""
+    if expert_names is None:
+        return list(range(len(modes)))
+    seen: dict[Any, int] = {}
+    out = []
+    for i, steer in enumerate(modes):
+        steering = resolve_steering(expert_names, **steer)
+        key = None if steering is None else (steering.keep, steering.fixed_weights)
+        out.append(seen.setdefault(key, i))
+    return out
 
 
 def mode_name(expert_names: Sequence[str], **steer: Any) -> str:

@@ -15,7 +15,7 @@ from routed_rl.agents import GridCNN, RoutedPPO
 from routed_rl.config import RunConfig, load_config
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
-from routed_rl.steering import mode_file_stem, mode_name, parse_mode, steering_key, steering_modes
+from routed_rl.steering import first_alike, mode_file_stem, mode_name, parse_mode, steering_modes
 
 __all__ = ["build_model", "make_env", "policy_kwargs", "run_training", "training_device"]
 
@@ -111,12 +111,12 @@ def _log_figures(model: RoutedPPO, run: RunDir, config: RunConfig) -> None:
         save_png(image, run.figures / f"{mode_file_stem(title)}.png")
         model.logger.record(f"figures/{title}", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv"))
     names = model.policy.expert_names
-    played: dict[Any, tuple[list[Any], dict[str, Any]]] = {}  # modes that act alike play the same episode
-    for steer in steering_modes(names) if task.make_render_env is not None else []:
-        key = steering_key(names, **steer)
-        if key not in played:
-            played[key] = episode_frames(model, task, config.env.env_kwargs(), seed=config.eval.seed, **steer)
-        frames, info = played[key]
+    modes = steering_modes(names) if task.make_render_env is not None else []
+    played: dict[int, tuple[list[Any], dict[str, Any]]] = {}  # modes that act alike play the same episode
+    for steer, first in zip(modes, first_alike(names, modes), strict=True):
+        if first not in played:
+            played[first] = episode_frames(model, task, config.env.env_kwargs(), seed=config.eval.seed, **steer)
+        frames, info = played[first]
         name = mode_name(names, **steer)
         caption = [f"one episode, {name}, step {{step}}", f"run {run.root.name}", f"outcome: {info.get('outcome', '?')}"]
         save_gif(frames, run.figures / f"episode_{mode_file_stem(name)}.gif", caption=caption, legend=task.legend)
