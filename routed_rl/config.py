@@ -12,11 +12,13 @@ Built-in configs live in ``routed_rl.configs``; ``routed-rl configs`` lists them
 
 from __future__ import annotations
 
+import inspect
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import torch as th
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -38,6 +40,7 @@ __all__ = [
     "RunConfig",
     "builtin_configs",
     "load_config",
+    "optimizer_kwargs",
     "whole_number",
 ]
 
@@ -130,6 +133,11 @@ class EnvConfig(_Section):
         return dict(self.model_extra or {})
 
 
+def optimizer_kwargs(changes: dict[str, Any]) -> dict[str, Any]:
+    """The Adam keyword arguments of a run: SB3's for PPO (``eps=1e-5``) with ``policy.optimizer_kwargs`` over them."""
+    return {"eps": 1e-5, **changes}
+
+
 class PolicyConfig(_Section):
     """The mixture-of-experts actor-critic policy."""
 
@@ -158,6 +166,27 @@ class PolicyConfig(_Section):
     """SB3's division of uint8 images by 255 (MiniGrid's image holds small indices, not pixels: false)."""
     ortho_init: bool = True
     """SB3's orthogonal initialisation."""
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the Adam optimizer over SB3's own for PPO (``eps: 1.0e-5``, kept unless given here),
+    as SB3's ``policy_kwargs["optimizer_kwargs"]``, e.g. ``{betas: [0.9, 0.99]}`` or ``{fused: true}`` (torch's
+    fused Adam: the same update up to float rounding)."""
+
+    @field_validator("optimizer_kwargs")
+    @classmethod
+    def _optimizer_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        kwargs = optimizer_kwargs(value)
+        valid = [name for name in inspect.signature(th.optim.Adam).parameters if name not in ("self", "params", "lr")]
+        for name in kwargs:
+            if name == "lr":
+                raise UserError("policy.optimizer_kwargs cannot set lr: set ppo.learning_rate")
+            if name not in valid:
+                hint = did_you_mean(name, valid)
+                raise UserError(f"unknown Adam argument {name!r}{hint} in policy.optimizer_kwargs; valid: {', '.join(valid)}")
+        try:
+            th.optim.Adam([th.zeros(1, requires_grad=True)], **kwargs)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"policy.optimizer_kwargs: {str(e).splitlines()[0]}") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:

@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 
 from routed_rl.agents import GridCNN, RoutedPPO
-from routed_rl.config import RunConfig, load_config
+from routed_rl.config import RunConfig, load_config, optimizer_kwargs
 from routed_rl.errors import UserError
 from routed_rl.runs import RunDir, atomic_save
 from routed_rl.steering import first_alike, mode_file_stem, mode_name, parse_mode, steering_modes
@@ -42,6 +42,7 @@ def policy_kwargs(config: RunConfig) -> dict[str, Any]:
         "expert_hidden_channels": p.expert_hidden_channels,
         "ortho_init": p.ortho_init,
         "normalize_images": p.normalize_images,
+        "optimizer_kwargs": optimizer_kwargs(p.optimizer_kwargs),
     }
     if p.features_extractor == "cnn":
         kwargs["features_extractor_class"] = GridCNN

@@ -60,6 +60,9 @@ BAD = [
     (["ppo.batch_size=100000"], "exceeds the rollout size"),
     (["env.rows=1", "env.cols=2"], r"rows\*cols >= 3"),
     (["novalue"], "--set takes key.path=value"),
+    (["policy.optimizer_kwargs={fuse: true}"], r"unknown Adam argument 'fuse' \(did you mean 'fused'\?\) in policy"),
+    (["policy.optimizer_kwargs={lr: 0.1}"], "policy.optimizer_kwargs cannot set lr: set ppo.learning_rate"),
+    (["policy.optimizer_kwargs={eps: -1.0}"], "policy.optimizer_kwargs: Invalid epsilon value: -1.0"),
 ]
 
 

@@ -3,6 +3,8 @@ experts; the gate loss, label rewards and labeled-only training do what they say
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch as th
@@ -11,7 +13,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from routed_rl.agents import RoutedActorCriticPolicy, RoutedPPO
+from routed_rl.config import load_config
 from routed_rl.envs import OversightGridVecEnv
+from routed_rl.training import build_model
 
 PPO_KWARGS = {"n_steps": 16, "batch_size": 32, "n_epochs": 3, "learning_rate": 1e-3, "ent_coef": 0.01}
 
@@ -531,3 +535,36 @@ def test_tail_steps_train_only_the_experts_their_weights_name(tail_steps: int) -
     moved = {k for k, v in _params(model).items() if not th.equal(v, before[k])}
     assert any(".experts.1." in k for k in moved)
     assert any(".experts.0." in k for k in moved) == (tail_steps > 0)
+
+
+def test_optimizer_kwargs_reach_adam_over_sb3s_eps_and_fused_adam_is_the_same_update_up_to_rounding(tmp_path: Path) -> None:
+    """``policy.optimizer_kwargs`` are Adam's keyword arguments over SB3's ``eps=1e-5``; fused Adam trains what
+    plain Adam trains, to float rounding, and a saved model keeps its optimizer's settings."""
+    small = [
+        "env.n_envs=8",
+        "ppo.n_steps=16",
+        "ppo.batch_size=32",
+        "policy.expert_arch=[32, 32]",
+        "policy.value_arch=[32]",
+        "env.oversight_prob=0.5",
+    ]
+
+    def trained(changes: str, steps: int = 3 * 8 * 16) -> RoutedPPO:
+        model = build_model(load_config("default", [*small, f"policy.optimizer_kwargs={changes}"]))
+        if steps:
+            model.learn(steps)
+        return model
+
+    plain, fused = trained("{fused: false}"), trained("{fused: true}")
+    assert plain.policy.optimizer.defaults["eps"] == fused.policy.optimizer.defaults["eps"] == 1e-5
+    assert fused.policy.optimizer.defaults["fused"] and not plain.policy.optimizer.defaults["fused"]
+    start = trained("{}", steps=0)
+    moved = False
+    states = (plain.policy.state_dict(), fused.policy.state_dict(), start.policy.state_dict())
+    for (name, a), b, c in zip(states[0].items(), states[1].values(), states[2].values(), strict=True):
+        assert th.allclose(a, b, rtol=1e-4, atol=1e-5), name
+        moved |= not th.equal(a, c)
+    assert moved  # it did train
+    fused.save(tmp_path / "m.zip")
+    loaded = RoutedPPO.load(tmp_path / "m.zip")
+    assert loaded.policy.optimizer.defaults["fused"] and loaded.policy.optimizer.defaults["eps"] == 1e-5
