@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch as th
 
+from routed_rl import evaluation
+from routed_rl.agents import RoutedPPO
 from routed_rl.envs import OVERSIGHT_GRID_ID, OversightGridVecEnv
 from routed_rl.envs.oversight_grid_scripted import ScriptedPolicy
 from routed_rl.evaluation import evaluate, format_table
+from routed_rl.steering import steering_modes
+from routed_rl.tasks import task_for
 
 N, SEED, GAMMA, P = 3000, 7, 0.97, 0.3
 GRID = OVERSIGHT_GRID_ID
@@ -94,10 +99,6 @@ def test_gaming_gap_of_an_oversight_blind_policy_is_near_zero_and_shows_in_the_t
 def test_evaluate_modes_plays_alike_modes_once_with_the_same_results(experts, monkeypatch) -> None:
     """With two experts select=a and ablate=b keep the same expert: evaluate_modes plays it once and reports
     it under both names, each result equal to evaluating that mode on its own; with three, every mode differs."""
-    from routed_rl import evaluation
-    from routed_rl.agents import RoutedPPO
-    from routed_rl.steering import steering_modes
-
     env = OversightGridVecEnv(4, seed=0)
     model = RoutedPPO(
         "RoutedPolicy", env, n_steps=16, batch_size=32, seed=0, policy_kwargs={"expert_arch": [16], "expert_names": experts}
@@ -117,10 +118,6 @@ def test_evaluate_modes_plays_alike_modes_once_with_the_same_results(experts, mo
 
 
 def test_a_sampled_evaluation_repeats_and_leaves_the_callers_generator_alone() -> None:
-    import torch as th
-
-    from routed_rl.agents import RoutedPPO
-
     model = RoutedPPO(
         "RoutedPolicy", OversightGridVecEnv(4, seed=0), n_steps=16, batch_size=32, seed=0, policy_kwargs={"expert_arch": [16]}
     )
@@ -132,9 +129,6 @@ def test_a_sampled_evaluation_repeats_and_leaves_the_callers_generator_alone() -
     th.rand(5)  # the caller's draws do not change the evaluation's
     assert evaluate(model, seed=SEED, **kwargs).to_dict() == first
     # what the seeding fixes: the same episodes played with other draws end otherwise
-    from routed_rl import evaluation
-    from routed_rl.tasks import task_for
-
     plays = []
     for draw in (0, 1):
         th.manual_seed(draw)
