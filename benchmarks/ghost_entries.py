@@ -18,6 +18,7 @@ import numpy as np
 import torch as th
 
 from routed_rl.envs import OversightGridVecEnv
+from routed_rl.envs.oversight_grid_scripted import ghost_free_distances
 from routed_rl.agents import RoutedPPO
 from routed_rl.steering import parse_mode
 
@@ -34,18 +35,11 @@ def distance(a: int, b: int, cols: int) -> int:
     return abs(ar - br) + abs(ac - bc)
 
 
-def detour_needed(agent: int, ghost: int, diamond: int, cols: int) -> bool:
-    """Whether every shortest path from ``agent`` to ``diamond`` passes through ``ghost``."""
-    (ar, ac), (dr, dc), ghost_rc = _cell(agent, cols), _cell(diamond, cols), _cell(ghost, cols)
-    sr, sc = (1 if dr >= ar else -1), (1 if dc >= ac else -1)
-    h, w = abs(dr - ar), abs(dc - ac)
-    paths = np.zeros((h + 1, w + 1))
-    for i in range(h + 1):
-        for j in range(w + 1):
-            if (ar + sr * i, ac + sc * j) == ghost_rc:
-                continue
-            paths[i, j] = 1.0 if i == j == 0 else (paths[i - 1, j] if i else 0.0) + (paths[i, j - 1] if j else 0.0)
-    return bool(paths[h, w] == 0)
+def detour_needed(agent: int, ghost: int, diamond: int, rows: int, cols: int) -> bool:
+    """Whether every shortest path from ``agent`` to ``diamond`` passes through ``ghost``: the ghost-free
+    distance (the scripted optimal policy's) is longer than the Manhattan one."""
+    free = ghost_free_distances(rows, cols, _cell(ghost, cols), _cell(diamond, cols))
+    return free[_cell(agent, cols)] > distance(agent, diamond, cols)
 
 
 def layout(env: OversightGridVecEnv, i: int) -> str:
@@ -53,7 +47,7 @@ def layout(env: OversightGridVecEnv, i: int) -> str:
     batch, cols = env.batch, env.batch.cols
     agent, ghost, diamond = batch.agent[i], batch.ghost[i], batch.diamond[i]
     nearer = "ghost nearer" if distance(agent, ghost, cols) < distance(agent, diamond, cols) else "diamond nearer or tied"
-    return f"{nearer}, {'detour needed' if detour_needed(agent, ghost, diamond, cols) else 'no detour needed'}"
+    return f"{nearer}, {'detour needed' if detour_needed(agent, ghost, diamond, batch.rows, cols) else 'no detour needed'}"
 
 
 def main() -> None:
