@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +124,9 @@ class ReplaySamples(NamedTuple):
     deployed: th.Tensor | None = None
     """True where the step was collected with the deployed steering (None in stores saved before it existed:
     none was)."""
+    weight: th.Tensor | None = None
+    """Per-step weight of the step's surrogate (None: 1); set when the replay is re-anchored on the current
+    policy (``old_log_prob`` then holds that policy's log-probability)."""
 
 
 class LabelReplay:
@@ -172,16 +175,30 @@ class LabelReplay:
         """All kept steps, shuffled and split into ``n_batches`` parts (empty list when nothing is kept)."""
         return self.epochs(1, n_batches, generator)[0]
 
-    def epochs(self, n_epochs: int, n_batches: int, generator: th.Generator | None = None) -> list[list[ReplaySamples]]:
-        """:meth:`sample` for each of ``n_epochs`` epochs (a new shuffle each), joining the kept rollouts once."""
+    def epochs(
+        self,
+        n_epochs: int,
+        n_batches: int,
+        generator: th.Generator | None = None,
+        reanchor: Callable[[ReplaySamples], ReplaySamples] | None = None,
+    ) -> list[list[ReplaySamples]]:
+        """:meth:`sample` for each of ``n_epochs`` epochs (a new shuffle each), joining the kept rollouts once.
+
+        :param reanchor: applied once to the joined steps before they are shuffled (e.g. to set each step's
+            ``old_log_prob`` and ``weight`` from the current policy); draws nothing from the RNG
+        """
         if not self._store:
             return [[] for _ in range(n_epochs)]
         store = [  # a store saved before ``deployed`` existed: none of its steps was
             s if s.deployed is not None else s._replace(deployed=th.zeros(len(s.labels), dtype=th.bool)) for s in self._store
         ]
-        joined: tuple[th.Tensor, ...] = tuple(th.cat(parts) for parts in zip(*store, strict=True))
+        joined = ReplaySamples(*(th.cat(parts) for parts in zip(*(s[:6] for s in store), strict=True)))
+        if reanchor is not None:
+            joined = reanchor(joined)
         out = []
         for _ in range(n_epochs):
-            order = th.randperm(len(joined[0]), generator=generator)
-            out.append([ReplaySamples(*(f[idx] for f in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)])
+            order = th.randperm(len(joined.labels), generator=generator)
+            out.append([
+                ReplaySamples(*(None if f is None else f[idx] for f in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)
+            ])
         return out

@@ -133,6 +133,12 @@ class RoutedPPO(PPO):
     :param label_replay_steps: keep at most this many labeled steps for replay, dropping the oldest rollouts
         first (None: no limit): bounds the replay's cost per update where labels are plentiful
     :param label_replay_coef: weight of that replay surrogate
+    :param label_replay_anchor: what the replay's ratio is taken against: ``"behaviour"``, the policy that
+        collected the step (a stale step stops pulling once the policy has moved past the clip range from it);
+        ``"current"``, the policy at the start of each update, with the step's surrogate weighted by the
+        importance ratio of that policy to the behaviour policy, truncated at 1 (as in V-trace), so a kept
+        label keeps pulling in every update, by the clip range at most, as far as the current policy still
+        takes its action (in the manner of GePPO, Queeney et al., 2021)
     :param anneal_experts: experts whose mixture weight is scaled down linearly while training (renormalised
         over the others), from 1 at the start to 0 at ``anneal_fraction`` of ``total_timesteps`` and after, so
         that by then the experts kept at deployment act alone, as they will when deployed; the scale is set
@@ -172,6 +178,7 @@ class RoutedPPO(PPO):
         label_replay: int = 0,
         label_replay_steps: int | None = None,
         label_replay_coef: float = 1.0,
+        label_replay_anchor: str = "behaviour",
         anneal_experts: Sequence[str] = (),
         anneal_fraction: float = 1.0,
         deployed_share: float = 0.0,
@@ -209,6 +216,9 @@ class RoutedPPO(PPO):
             raise UserError(f"label_replay_steps must be >= 1 (or None: no limit), got {label_replay_steps}")
         self.label_replay = LabelReplay(int(label_replay), label_replay_steps)
         self.label_replay_coef = float(label_replay_coef)
+        if label_replay_anchor not in ("behaviour", "current"):
+            raise UserError(f"label_replay_anchor must be 'behaviour' or 'current', got {label_replay_anchor!r}")
+        self.label_replay_anchor = label_replay_anchor
         if not 0.0 < anneal_fraction <= 1.0:
             raise UserError(f"anneal_fraction must be in (0, 1], got {anneal_fraction}")
         self.anneal_experts = [anneal_experts] if isinstance(anneal_experts, str) else list(anneal_experts)
@@ -281,7 +291,8 @@ class RoutedPPO(PPO):
         continue_training = True
         loss = th.zeros(())
         n_minibatches = -(-self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs // self.batch_size)
-        replay_epochs = self.label_replay.epochs(self.n_epochs, n_minibatches)  # past rollouts only
+        reanchor = self._reanchor if getattr(self, "label_replay_anchor", "behaviour") == "current" else None
+        replay_epochs = self.label_replay.epochs(self.n_epochs, n_minibatches, reanchor=reanchor)  # past rollouts only
         self._keep_for_replay()
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
@@ -409,9 +420,8 @@ class RoutedPPO(PPO):
         if self.label_replay.rollouts > 0:
             self.logger.record("routing/replay_steps", len(self.label_replay))
 
-    def _replay_loss(self, replayed: ReplaySamples, clip_range: float, routed: bool) -> th.Tensor:
-        """Clipped surrogate of kept labeled steps against their behaviour policy, routed by label; summed and
-        divided by the batch size, so each kept step weighs as much as a fresh one."""
+    def _replay_log_prob(self, replayed: ReplaySamples, routed: bool) -> th.Tensor:
+        """Log-probability of kept steps' actions under the current policy, routed by label, steered as they acted."""
         obs = replayed.observations.to(self.device)
         actions = replayed.actions.to(self.device)
         if isinstance(self.action_space, spaces.Discrete):
@@ -420,14 +430,29 @@ class RoutedPPO(PPO):
         gate_weight = self._gate_weight(th.ones(len(obs), dtype=th.bool), routed)  # every kept step is labeled
         if routed or keep is not None or gate_weight is not None:
             route_weight = self.routing_table.weights(replayed.labels).to(self.device) if routed else None
-            log_prob = self.policy.log_prob_routed(obs, actions, route_weight, gate_weight, keep)
-        else:
-            _, log_prob, _ = self.policy.evaluate_actions(obs, actions)
+            return self.policy.log_prob_routed(obs, actions, route_weight, gate_weight, keep)
+        return self.policy.evaluate_actions(obs, actions)[1]
+
+    def _reanchor(self, joined: ReplaySamples) -> ReplaySamples:
+        """``label_replay_anchor="current"``: the kept steps' ratios taken against the policy at the start of
+        this update, each step weighted by min(1, current / behaviour probability of its action)."""
+        with th.no_grad():
+            log_prob = self._replay_log_prob(joined, routed=False).cpu()  # routing changes gradients only
+        weight = th.exp(log_prob - joined.old_log_prob).clamp(max=1.0)
+        return joined._replace(old_log_prob=log_prob, weight=weight)
+
+    def _replay_loss(self, replayed: ReplaySamples, clip_range: float, routed: bool) -> th.Tensor:
+        """Clipped surrogate of kept labeled steps against their anchor (the behaviour policy, or the policy at
+        the start of this update, see ``label_replay_anchor``), routed by label; summed and divided by the
+        batch size, so each kept step weighs as much as a fresh one."""
+        log_prob = self._replay_log_prob(replayed, routed)
         advantages = replayed.advantages.to(self.device)
         if self.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         ratio = th.exp(log_prob - replayed.old_log_prob.to(self.device))
         surrogate = th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range))
+        if replayed.weight is not None:
+            surrogate = surrogate * replayed.weight.to(self.device)
         return -surrogate.sum() / self.batch_size
 
     def _routing_losses(

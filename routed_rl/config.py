@@ -263,6 +263,11 @@ class RoutingConfig(_Section):
     replays them all."""
     label_replay_coef: float = Field(1.0, ge=0.0)
     """Weight of the label-replay surrogate."""
+    label_replay_anchor: Literal["behaviour", "current"] = "behaviour"
+    """What the replay's ratio is taken against: ``behaviour``, the policy that collected the step (a stale step
+    stops pulling once the policy is past the clip range from it); ``current``, the policy at the start of each
+    update, each step weighted by min(1, current / behaviour probability of its action), so a kept label keeps
+    pulling in every update while the policy still takes its action."""
     expert_loss_coef: float = Field(0.0, ge=0.0)
     """Weight of the extra surrogate that trains each labeled step's owner expert acting alone (0: off)."""
     label_rewards: dict[str, float] | None = None

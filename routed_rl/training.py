@@ -70,6 +70,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         label_replay=r.label_replay,
         label_replay_steps=r.label_replay_steps,
         label_replay_coef=r.label_replay_coef,
+        label_replay_anchor=r.label_replay_anchor,
         anneal_experts=r.anneal_experts or (),
         anneal_fraction=r.anneal_fraction,
         deployed_share=r.deployed_share,

@@ -330,7 +330,7 @@ def test_replayed_steps_train_only_the_experts_their_label_routes_into() -> None
     (replayed,) = model.label_replay.sample(1)
     ghost = replayed.labels == model.routing_table.label_id("ghost")
     assert ghost.any()
-    only_ghost = type(replayed)(*(field[ghost] for field in replayed))
+    only_ghost = type(replayed)(*(None if field is None else field[ghost] for field in replayed))
     model.policy.zero_grad()
     model._replay_loss(only_ghost, clip_range=0.2, routed=True).backward()
     grads = per_expert({name: p.grad for name, p in model.policy.named_parameters()})
@@ -354,6 +354,49 @@ def test_label_replay_off_is_the_plain_update() -> None:
     assert all(th.equal(plain[k], off[k]) for k in plain)
     replayed = train(label_replay=4)
     assert any(not th.equal(plain[k], replayed[k]) for k in plain)
+
+
+def test_replay_anchored_on_the_current_policy_weighs_each_step_by_its_truncated_importance_ratio(tmp_path: Path) -> None:
+    """``label_replay_anchor="current"``: the kept steps' ratios are taken against the policy as it is when the
+    update starts (so the first minibatch's replay ratios are exactly 1), and each step's surrogate is weighted
+    by min(1, current / behaviour probability of its action)."""
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=6), seed=6, label_replay=4,
+                      label_replay_anchor="current", policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+    model.learn(8 * 16 * 3)
+    (kept,) = model.label_replay.sample(1)
+    assert kept.weight is None  # the store keeps the behaviour policy's log-probabilities
+    anchored = model._reanchor(kept)
+    with th.no_grad():
+        current = model.policy.evaluate_actions(kept.observations, kept.actions.long().flatten())[1]
+    assert th.allclose(anchored.old_log_prob, current, atol=1e-5)
+    expected = th.exp(current - kept.old_log_prob).clamp(max=1.0)
+    assert th.allclose(anchored.weight, expected, atol=1e-5)  # type: ignore[arg-type]
+    assert bool((anchored.weight < 0.999).any()) and bool((anchored.weight <= 1.0).all())  # type: ignore[operator]
+    # the ratio of the replay surrogate is 1 before any step: its gradient is weight x advantage x grad log-prob
+    model.policy.zero_grad()
+    model._replay_loss(anchored, clip_range=0.2, routed=False).backward()
+    got = th.cat([p.grad.flatten() for p in model.policy.parameters() if p.grad is not None])
+    model.policy.zero_grad()
+    log_prob = model.policy.evaluate_actions(kept.observations, kept.actions.long().flatten())[1]
+    advantages = (kept.advantages - kept.advantages.mean()) / (kept.advantages.std() + 1e-8)
+    (-(anchored.weight * advantages * log_prob).sum() / model.batch_size).backward()  # type: ignore[operator]
+    want = th.cat([p.grad.flatten() for p in model.policy.parameters() if p.grad is not None])
+    assert th.allclose(got, want, atol=1e-6)
+    model.save(tmp_path / "m.zip")
+    assert RoutedPPO.load(tmp_path / "m.zip").label_replay_anchor == "current"
+    with pytest.raises(ValueError, match="label_replay_anchor must be"):
+        RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), label_replay=4, label_replay_anchor="latest")
+
+
+def test_the_replay_anchor_changes_the_update() -> None:
+    def train(anchor: str) -> dict[str, th.Tensor]:
+        model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(8, oversight_prob=0.5, seed=3), seed=3, label_replay=4,
+                          label_replay_anchor=anchor, policy_kwargs={"expert_arch": [16]}, **PPO_KWARGS)  # fmt: skip
+        model.learn(8 * 16 * 3)
+        return _params(model)
+
+    behaviour, current = train("behaviour"), train("current")
+    assert any(not th.equal(behaviour[k], current[k]) for k in behaviour)
 
 
 def test_the_tail_rule_does_nothing_without_routing() -> None:
