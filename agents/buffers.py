@@ -198,7 +198,6 @@ class LabelReplay:
         out = []
         for _ in range(n_epochs):
             order = th.randperm(len(joined.labels), generator=generator)
-            out.append([
-                ReplaySamples(*(None if f is None else f[idx] for f in joined)) for idx in th.tensor_split(order, n_batches) if len(idx)
-            ])
+            parts = [idx for idx in th.tensor_split(order, n_batches) if len(idx)]
+            out.append([ReplaySamples(*(None if f is None else f[idx] for f in joined)) for idx in parts])  # type: ignore[arg-type]
         return out
