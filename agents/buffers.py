@@ -192,7 +192,7 @@ class LabelReplay:
         store = [  # a store saved before ``deployed`` existed: none of its steps was
             s if s.deployed is not None else s._replace(deployed=th.zeros(len(s.labels), dtype=th.bool)) for s in self._store
         ]
-        joined = ReplaySamples(*(th.cat(parts) for parts in zip(*(s[:6] for s in store), strict=True)))
+        joined = ReplaySamples(*(None if parts[0] is None else th.cat(parts) for parts in zip(*store, strict=True)))  # type: ignore[arg-type]
         if reanchor is not None:
             joined = reanchor(joined)
         out = []
