@@ -217,11 +217,19 @@ def sweep(
 @app.command()
 def report(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep folder (written by `routed-rl sweep`).")],
+    include: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--include",
+            help="Another sweep folder, or the results.csv of an earlier report, whose trials join this report "
+            "(a sweep run in pieces; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Write results.csv, report.md, return_vs_oversight.png and gaming_gap.png into a sweep folder."""
     from routed_rl.sweeps.report import write_report
 
-    for path in write_report(sweep_dir):
+    for path in write_report(sweep_dir, include or []):
         typer.echo(f"wrote {path}")
 
 

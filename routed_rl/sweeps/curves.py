@@ -41,11 +41,15 @@ def _scalars(tensorboard: Path, prefix: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def collect_curves(sweep_dir: Path, task: Task) -> list[dict[str, Any]]:
+def collect_curves(sweep_dir: Path | Sequence[Path], task: Task) -> list[dict[str, Any]]:
     """One row per trial and periodic evaluation: its step, evaluation round, and the deployed mode's outcome
-    rates and discounted return (``curves.csv``)."""
+    rates and discounted return (``curves.csv``).
+
+    :param sweep_dir: a sweep folder, or several whose trials are reported together
+    """
+    folders = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
     rows = []
-    for root in sorted(p for p in sweep_dir.iterdir() if (p / TRIAL_FILE).is_file()):
+    for root in sorted(p for folder in folders for p in folder.iterdir() if (p / TRIAL_FILE).is_file()):
         trial = json.loads((root / TRIAL_FILE).read_text())
         run = RunDir(root)
         if not run.config.is_file() or not run.tensorboard.is_dir():
@@ -149,10 +153,15 @@ def learning_curves_figure(rows: list[dict[str, Any]], task: Task, methods: Sequ
     return save_figure(fig, path)
 
 
-def write_curves(sweep_dir: Path, task: Task, methods: Sequence[str], title: str) -> tuple[list[Path], list[str]]:
-    """Write ``curves.csv`` and ``learning_curves.png`` when the trials logged periodic evaluations; return the
-    files and the markdown section for ``report.md``."""
-    rows = collect_curves(sweep_dir, task)
+def write_curves(
+    sweep_dir: Path, task: Task, methods: Sequence[str], title: str, folders: Sequence[Path] | None = None
+) -> tuple[list[Path], list[str]]:
+    """Write ``curves.csv`` and ``learning_curves.png`` into ``sweep_dir`` when the trials logged periodic
+    evaluations; return the files and the markdown section for ``report.md``.
+
+    :param folders: the sweep folders whose trials to read (default: ``sweep_dir`` alone)
+    """
+    rows = collect_curves(folders or sweep_dir, task)
     if not rows:
         return [], []
     csv_path = sweep_dir / "curves.csv"

@@ -13,6 +13,10 @@ Writes into the sweep folder:
 - ``curves.csv``, ``learning_curves.png`` and a table in ``report.md``: the deployed mode's outcome rates at
   each periodic evaluation during training (:mod:`routed_rl.sweeps.curves`), unfinished trials included.
 
+A sweep run in pieces (some trials on another machine, or in a folder since cleaned up) is reported as one:
+``routed-rl report SWEEP_DIR --include OTHER`` adds the finished trials of another sweep folder, or the rows of
+a ``results.csv`` that an earlier report wrote (the final evaluations only: no learning curves from it).
+
 Intervals are rliable's percentile bootstrap over seeds (one task, so the stratified bootstrap is a plain
 one) of the mean, or of the interquartile mean (IQM) when every group has at least
 :data:`IQM_MIN_SEEDS` seeds. With 3 seeds a bootstrap interval is narrow and somewhat optimistic: it
@@ -43,7 +47,9 @@ __all__ = [
     "Interval",
     "collect_rows",
     "csv_columns",
+    "gather_rows",
     "interval",
+    "read_results_csv",
     "summarize",
     "unwanted_name",
     "write_report",
@@ -60,13 +66,19 @@ def unwanted_name(task: Task) -> str:
     return task.unwanted[0] if len(task.unwanted) == 1 else "unwanted"
 
 
+#: The columns of ``results.csv`` before the outcome rates.
+_CSV_HEAD = ("trial", "method", "oversight_prob", "seed", "axes", "mode", "deployed", "env_steps", "wall_s",
+             "labels_spent", "episodes")  # fmt: skip
+
+
+def _csv_tail(unwanted: str) -> list[str]:
+    """The columns of ``results.csv`` after the outcome rates."""
+    return ["overseen_episodes", f"{unwanted}_overseen", f"{unwanted}_unseen", "gaming_gap", "return"]
+
+
 def csv_columns(task: Task) -> list[str]:
     """The columns of ``results.csv`` for a sweep over ``task`` (one per outcome)."""
-    u = unwanted_name(task)
-    return [
-        "trial", "method", "oversight_prob", "seed", "axes", "mode", "deployed", "env_steps", "wall_s", "labels_spent",
-        "episodes", *task.outcomes, "overseen_episodes", f"{u}_overseen", f"{u}_unseen", "gaming_gap", "return",
-    ]  # fmt: skip
+    return [*_CSV_HEAD, *task.outcomes, *_csv_tail(unwanted_name(task))]
 
 
 def _unwanted_share(rates: dict[str, float], task: Task) -> float | None:
@@ -123,6 +135,58 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], Task | None]:
     return rows, task
 
 
+#: ``results.csv`` columns that are not floats, and how to read them back (the outcome rates and the rest are floats).
+_CSV_TYPES: dict[str, Callable[[str], Any]] = {
+    "trial": str, "method": str, "seed": int, "axes": str, "mode": str, "deployed": lambda v: v == "True",
+    "env_steps": int, "labels_spent": int, "episodes": int, "overseen_episodes": int,
+}  # fmt: skip
+
+
+def read_results_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a ``results.csv`` written by :func:`write_report`, typed as :func:`collect_rows` gives them,
+    and the outcome names its columns name.
+
+    :raises UserError: for a missing file or one whose columns are not a report's
+    """
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: give a sweep folder or the results.csv of an earlier report")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        n, tail = len(_CSV_HEAD), header[-5:]
+        if header[:n] != list(_CSV_HEAD) or len(header) < n + 6 or tail != _csv_tail(tail[1].removesuffix("_overseen")):
+            raise UserError(f"{path} is not a results.csv written by `routed-rl report` (its columns are {header})")
+        rows = [
+            {k: _CSV_TYPES[k](v) if k in _CSV_TYPES else None if v == "" else float(v) for k, v in row.items()}
+            for row in reader
+        ]
+    return rows, header[n:-5]
+
+
+def gather_rows(sweep_dir: Path, include: Sequence[Path] = ()) -> tuple[list[dict[str, Any]], Task | None]:
+    """:func:`collect_rows` of ``sweep_dir`` joined with those of each included sweep folder or ``results.csv``.
+
+    :raises UserError: when a trial comes from two places, or the places disagree on the task's outcomes
+    """
+    rows, task = collect_rows(sweep_dir)
+    source = dict.fromkeys((r["trial"] for r in rows), str(sweep_dir))
+    for path in include:
+        if path.is_dir():
+            more, their_task = collect_rows(path)
+            outcomes = list(their_task.outcomes) if their_task is not None else None
+            task = task or their_task
+        else:
+            more, outcomes = read_results_csv(path)
+        if outcomes is not None and task is not None and outcomes != list(task.outcomes):
+            raise UserError(f"{path} has outcomes {outcomes}, {sweep_dir} {list(task.outcomes)}: report one kind of env")
+        for trial in dict.fromkeys(r["trial"] for r in more):
+            if trial in source:
+                raise UserError(f"trial {trial} is in both {source[trial]} and {path}: include each trial once")
+            source[trial] = str(path)
+        rows += more
+    return rows, task
+
+
 @dataclass(frozen=True)
 class Interval:
     """A point estimate over seeds and its 95% bootstrap interval."""
@@ -148,14 +212,21 @@ def interval(values: Sequence[float], iqm: bool = False, seed: int = 0) -> Inter
         v = float(scores.mean())
         return Interval(v, v, v, len(scores))
     aggregate: Callable[[np.ndarray], float] = metrics.aggregate_iqm if iqm else metrics.aggregate_mean
-    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        points, cis = rly.get_interval_estimates(
-            {"x": scores},
-            lambda s: np.array([aggregate(s)]),
-            reps=BOOTSTRAP_REPS,
-            random_state=np.random.RandomState(seed),
-        )
+    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator, not the random_state it is
+    # given (rliable 1.2.0, update_indices): seed that generator for the call and give the caller's state back
+    outer = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the RandomState that rliable passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            points, cis = rly.get_interval_estimates(
+                {"x": scores},
+                lambda s: np.array([aggregate(s)]),
+                reps=BOOTSTRAP_REPS,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(outer)
     return Interval(float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0]), len(scores))
 
 
@@ -264,9 +335,11 @@ def report_markdown(groups: list[Group], iqm: bool, spec: dict[str, Any], task: 
     return "\n".join([*head, *lines, *tail]) + "\n"
 
 
-def write_report(sweep_dir: Path) -> list[Path]:
+def write_report(sweep_dir: Path, include: Sequence[Path] = ()) -> list[Path]:
     """Write ``results.csv``, ``report.md`` and the two figures into ``sweep_dir``; return their paths.
 
+    :param include: other sweep folders, or ``results.csv`` files of earlier reports, whose trials join this
+        folder's (:func:`gather_rows`); the learning curves come from the folders only
     :raises UserError: for a folder that is not a sweep or holds no finished trial
     """
     if not sweep_dir.is_dir():
@@ -274,7 +347,7 @@ def write_report(sweep_dir: Path) -> list[Path]:
     if not (sweep_dir / "sweep.yaml").is_file():
         raise UserError(f"{sweep_dir} has no sweep.yaml: not a sweep folder (run `routed-rl sweep` first)")
     spec = read_folder_spec(sweep_dir) or {}
-    rows, task = collect_rows(sweep_dir)
+    rows, task = gather_rows(sweep_dir, include)
     if not rows or task is None:
         raise UserError(f"{sweep_dir} has no finished trial yet")
     csv_path = sweep_dir / "results.csv"
@@ -292,7 +365,10 @@ def write_report(sweep_dir: Path) -> list[Path]:
         return_vs_oversight_figure(groups, iqm, title, sweep_dir / "return_vs_oversight.png"),
         gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png", unwanted_name(task)),
     ]
-    curve_files, curve_lines = write_curves(sweep_dir, task, methods, title)
+    folders = [sweep_dir, *(p for p in include if p.is_dir())]
+    curve_files, curve_lines = write_curves(sweep_dir, task, methods, title, folders)
+    if curve_lines and len(folders) < 1 + len(include):  # the "Mean over the seeds ..." line
+        curve_lines[2] += " Only the trials whose folders were given: a results.csv holds no periodic evaluations."
     md_path = sweep_dir / "report.md"
     md_path.write_text(
         report_markdown(groups, iqm, spec, task) + ("\n" + "\n".join(curve_lines) + "\n" if curve_lines else "")
