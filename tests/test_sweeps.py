@@ -395,11 +395,15 @@ def test_joining_a_trial_twice_or_a_file_that_is_not_a_report_is_a_one_line_erro
     write_report(two)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
+    broken = tmp_path / "broken.csv"
+    lines = (two / "results.csv").read_text().splitlines()
+    broken.write_text("\n".join([lines[0], lines[1].replace("default__p0.01__s1", "other").replace(",0.6", ",six")]) + "\n")
     for include, message in (
         ([two], "trial default__p0.01__s1 is in both"),
         ([two / "results.csv"], "trial default__p0.01__s1 is in both"),
         ([bad], "is not a results.csv written by `routed-rl report`"),
         ([tmp_path / "missing.csv"], "does not exist"),
+        ([broken], "broken.csv, line 2: not a row `routed-rl report` wrote"),
     ):
         with pytest.raises(UserError) as err:
             write_report(one, include)

@@ -156,10 +156,14 @@ def read_results_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         n, tail = len(_CSV_HEAD), header[-5:]
         if header[:n] != list(_CSV_HEAD) or len(header) < n + 6 or tail != _csv_tail(tail[1].removesuffix("_overseen")):
             raise UserError(f"{path} is not a results.csv written by `routed-rl report` (its columns are {header})")
-        rows = [
-            {k: _CSV_TYPES[k](v) if k in _CSV_TYPES else None if v == "" else float(v) for k, v in row.items()}
-            for row in reader
-        ]
+        rows = []
+        for row in reader:
+            try:
+                rows.append(
+                    {k: _CSV_TYPES[k](v) if k in _CSV_TYPES else None if v == "" else float(v) for k, v in row.items()}
+                )
+            except (TypeError, ValueError) as err:  # a short row leaves None; a bad number or count fails to parse
+                raise UserError(f"{path}, line {reader.line_num}: not a row `routed-rl report` wrote ({err})") from None
     return rows, header[n:-5]
 
 
