@@ -371,7 +371,7 @@ def write_report(sweep_dir: Path, include: Sequence[Path] = ()) -> list[Path]:
     ]
     folders = [sweep_dir, *(p for p in include if p.is_dir())]
     curve_files, curve_lines = write_curves(sweep_dir, task, methods, title, folders)
-    if curve_lines and len(folders) < 1 + len(include):  # the "Mean over the seeds ..." line
+    if curve_lines and any(not p.is_dir() for p in include):  # a results.csv joined: say so on the "Mean over ..." line
         curve_lines[2] += " Only the trials whose folders were given: a results.csv holds no periodic evaluations."
     md_path = sweep_dir / "report.md"
     md_path.write_text(
