@@ -44,10 +44,13 @@ class GridCNN(BaseFeaturesExtractor):
     With ``blind_channels`` it has two views: the CNN above, and a second CNN of its own that sees the image
     with those channels zeroed; the features are both, the full view's first. An expert given only the
     second half (``expert_hidden_channels`` with this extractor) cannot see those channels in any path.
+    An empty ``blind_channels`` gives a second view that hides nothing: a copy of the CNN for the experts
+    that see the image through a CNN of their own (``expert_own_cnn``).
 
     :param observation_space: a Box of shape (C, H, W)
     :param features_dim: output size of each view
-    :param blind_channels: image channels the second view does not see (None: one view)
+    :param blind_channels: image channels the second view does not see (None: one view; empty: a second view
+        that sees every channel)
     """
 
     def __init__(
@@ -63,8 +66,8 @@ class GridCNN(BaseFeaturesExtractor):
         self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
         self.blind_channels = None if blind_channels is None else sorted(set(int(c) for c in blind_channels))
         if self.blind_channels is not None:
-            if not self.blind_channels or not all(0 <= c < channels for c in self.blind_channels):
-                raise UserError(f"blind channels must be non-empty channel indices in [0, {channels}), got {blind_channels}")
+            if not all(0 <= c < channels for c in self.blind_channels):
+                raise UserError(f"blind channels must be channel indices in [0, {channels}), got {blind_channels}")
             mask = th.ones(1, channels, 1, 1)
             mask[:, self.blind_channels] = 0.0
             self.register_buffer("blind_mask", mask)
@@ -85,17 +88,25 @@ class RoutedExtractor(nn.Module):
 
     :param features_dim: input size
     :param value_arch: hidden widths of the value network
+    :param value_features: the block of features the value network sees (default: all)
     :param moe_kwargs: passed to :class:`~routed_rl.moe.MixtureOfExperts`
     """
 
     def __init__(
-        self, features_dim: int, value_arch: Sequence[int], activation_fn: type[nn.Module], **moe_kwargs: Any
+        self,
+        features_dim: int,
+        value_arch: Sequence[int],
+        activation_fn: type[nn.Module],
+        value_features: slice | None = None,
+        **moe_kwargs: Any,
     ) -> None:
         super().__init__()
         self.actor = MixtureOfExperts(features_dim, activation_fn=activation_fn, **moe_kwargs)
-        self.critic = mlp(features_dim, value_arch, activation_fn)
+        self.value_features = value_features
+        value_in = features_dim if value_features is None else len(range(features_dim)[value_features])
+        self.critic = mlp(value_in, value_arch, activation_fn)
         self.latent_dim_pi = self.actor.latent_dim
-        self.latent_dim_vf = int(value_arch[-1]) if value_arch else features_dim
+        self.latent_dim_vf = int(value_arch[-1]) if value_arch else value_in
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
@@ -104,7 +115,7 @@ class RoutedExtractor(nn.Module):
         return self.actor(features)[0]
 
     def forward_critic(self, features: th.Tensor) -> th.Tensor:
-        return self.critic(features)
+        return self.critic(features if self.value_features is None else features[:, self.value_features])
 
 
 class SteeringHandle:
@@ -148,6 +159,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     :param expert_hidden_channels: ``{expert: channels}`` that one expert alone cannot see (e.g.
         ``{"diamond": [3]}``: the diamond expert is blind to the oversight mask, the ghost expert and the gate
         are not); not with ``expert_obs_channels``
+    :param expert_own_cnn: experts that see the whole image through a GridCNN of their own, which no other
+        part of the network sees or trains (the other experts, the gate and the value network share the
+        first); needs the GridCNN features extractor, not with the channel options above
     :param kwargs: passed to SB3's ``ActorCriticPolicy`` (``activation_fn``, ``ortho_init``, ``features_extractor_class``, ...)
     """
 
@@ -163,6 +177,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         expert_obs_channels: Sequence[int] | None = None,
         gate_obs_channels: Sequence[int] | None = None,
         expert_hidden_channels: Mapping[str, Sequence[int]] | None = None,
+        expert_own_cnn: Sequence[str] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         **kwargs: Any,
     ) -> None:
@@ -178,9 +193,13 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         )
         if self.expert_hidden_channels and self.expert_obs_channels is not None:
             raise UserError("expert_hidden_channels and expert_obs_channels cannot be combined; use one of them")
+        self.expert_own_cnn = None if expert_own_cnn is None else [str(name) for name in expert_own_cnn]
         extractor = kwargs.get("features_extractor_class", FlattenExtractor)
         selecting = any(x is not None for x in (self.expert_obs_channels, self.gate_obs_channels))
-        if extractor is GridCNN and self.expert_hidden_channels:
+        if self.expert_own_cnn is not None:
+            self._check_own_cnn(extractor, selecting)
+            kwargs["features_extractor_kwargs"] = {**kwargs.get("features_extractor_kwargs", {}), "blind_channels": []}
+        elif extractor is GridCNN and self.expert_hidden_channels:
             hidden = {tuple(sorted(set(v))) for v in self.expert_hidden_channels.values()}
             if len(hidden) != 1:
                 raise UserError(
@@ -200,22 +219,41 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         #: with the experts ``rollout_keep[i]`` alone (RoutedPPO's ``deployed_share``); not saved
         self.rollout_keep: th.Tensor | None = None
 
+    def _check_own_cnn(self, extractor: type, selecting: bool) -> None:
+        """``expert_own_cnn`` needs the GridCNN extractor, known experts, and none of the channel options."""
+        if extractor is not GridCNN:
+            raise UserError("expert_own_cnn needs the cnn features extractor (policy.features_extractor: cnn)")
+        if selecting or self.expert_hidden_channels:
+            raise UserError("expert_own_cnn cannot be combined with expert/gate observation or hidden channels")
+        unknown = [name for name in self.expert_own_cnn or [] if name not in self.expert_names]
+        if unknown or not self.expert_own_cnn or len(self.expert_own_cnn) == len(self.expert_names):
+            raise UserError(
+                f"expert_own_cnn must name some but not all experts (experts: {self.expert_names}), got {self.expert_own_cnn}"
+            )
+
     def _build_mlp_extractor(self) -> None:
         def index(channels: Any, name: str) -> list[int] | None:
             return None if channels is None else channel_feature_index(self.observation_space, channels, name)
 
+        hidden_channels = self.expert_hidden_channels or {}
+        hidden = {name: self._hidden_features(channels, name) for name, channels in hidden_channels.items()}
+        gate_index, value_features = index(self.gate_obs_channels, "gate_obs_channels"), None
+        if self.expert_own_cnn is not None:  # view 0 (shared by everything else) | view 1 (these experts' own)
+            view = self.features_extractor.view_dim  # type: ignore[attr-defined]
+            shared, own = list(range(view)), list(range(view, 2 * view))
+            hidden = {name: shared if name in self.expert_own_cnn else own for name in self.expert_names}
+            gate_index, value_features = shared, slice(0, view)
         self.mlp_extractor = RoutedExtractor(  # type: ignore[assignment]
             self.features_dim,
             value_arch=self.value_arch,
             activation_fn=self.activation_fn,
+            value_features=value_features,
             expert_names=self.expert_names,
             expert_arch=self.expert_arch,
             gate_arch=self.gate_arch,
             expert_input_index=index(self.expert_obs_channels, "expert_obs_channels"),
-            gate_input_index=index(self.gate_obs_channels, "gate_obs_channels"),
-            expert_hidden_index={
-                name: self._hidden_features(channels, name) for name, channels in (self.expert_hidden_channels or {}).items()
-            },
+            gate_input_index=gate_index,
+            expert_hidden_index=hidden,
         )
 
     def _hidden_features(self, channels: Sequence[int], name: str) -> list[int]:
@@ -276,6 +314,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             expert_obs_channels=self.expert_obs_channels,
             gate_obs_channels=self.gate_obs_channels,
             expert_hidden_channels=self.expert_hidden_channels,
+            expert_own_cnn=self.expert_own_cnn,
         )
         return data
 

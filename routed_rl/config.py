@@ -160,6 +160,10 @@ class PolicyConfig(_Section):
     to the oversight mask while the other expert and the gate see it); not with ``expert_obs_channels``.
     With ``features_extractor: cnn`` the listed experts see the image only through a second CNN view with
     those channels zeroed (e.g. ``{diamond: [2]}``: MiniGrid's state channel, where oversight is marked)."""
+    expert_own_cnn: list[str] | None = None
+    """Experts that see the image through a CNN of their own, which no other part of the network sees or trains,
+    e.g. ``[diamond]``: the deployed expert sees everything (the oversight marking too) but learns its features
+    from its own routed gradient alone, as each expert does from the flat grid (``features_extractor: cnn``)."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
     """``flatten`` for grid observations, ``cnn`` (GridCNN, MiniGrid's SB3 recipe) for images."""
     normalize_images: bool = True

@@ -237,7 +237,7 @@ def _check_meta(meta: dict[str, Any], where: Path) -> None:
                 features.get("blind_channels") is None
                 or (
                     isinstance(features["blind_channels"], list)
-                    and 0 < len(features["blind_channels"]) <= shape[0]
+                    and len(features["blind_channels"]) <= shape[0]
                     and all(isinstance(c, int) and 0 <= c < shape[0] for c in features["blind_channels"])
                 )
             )

@@ -40,6 +40,7 @@ def policy_kwargs(config: RunConfig) -> dict[str, Any]:
         "expert_obs_channels": p.expert_obs_channels,
         "gate_obs_channels": p.gate_obs_channels,
         "expert_hidden_channels": p.expert_hidden_channels,
+        "expert_own_cnn": p.expert_own_cnn,
         "ortho_init": p.ortho_init,
         "normalize_images": p.normalize_images,
         "optimizer_kwargs": optimizer_kwargs(p.optimizer_kwargs),

@@ -263,3 +263,75 @@ def test_cnn_hidden_channels_must_agree_across_experts() -> None:
     sets = ["policy.expert_hidden_channels={diamond: [2], ghost: [1]}", "env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64"]
     with pytest.raises(UserError, match="hides the same channels"):
         build_model(load_config("minigrid_8x8", sets))
+
+
+def _own_cnn_model(*sets: str):  # type: ignore[no-untyped-def]
+    from routed_rl.config import load_config
+    from routed_rl.training import build_model
+
+    small = ["env.n_envs=4", "ppo.n_steps=32", "ppo.batch_size=64", "logging.tensorboard=false", "env.oversight_prob=0.5"]
+    return build_model(load_config("minigrid_8x8", [*small, *sets]))
+
+
+def test_an_expert_with_a_cnn_of_its_own_trains_it_alone(tmp_path: Path) -> None:
+    """expert_own_cnn: the diamond expert sees the whole image (the marking too) through a second CNN; the value
+    head, the gate and the ghost expert give that CNN an exactly zero gradient and read only the shared one,
+    which the diamond expert never trains. After training the save, the load and the export act the same."""
+    import torch as th
+
+    from routed_rl.agents import RoutedPPO
+    from routed_rl.export import export_policy
+
+    model = _own_cnn_model("policy.expert_own_cnn=[diamond]")
+    policy = model.policy
+    extractor = policy.features_extractor
+    assert extractor.blind_channels == [] and policy.features_dim == 256
+    own = [p for n, p in extractor.named_parameters() if n.startswith("blind_")]
+    shared = [p for n, p in extractor.named_parameters() if not n.startswith("blind_")]
+    obs = th.as_tensor(model.env.reset()).float()
+
+    def grad_norms(part: str) -> tuple[float, float]:
+        policy.zero_grad(set_to_none=False)
+        features = policy.extract_features(obs, extractor)
+        moe = policy.moe
+        out = {
+            "value": lambda: policy.value_net(policy.mlp_extractor.forward_critic(features)),
+            "gate": lambda: moe.gate_logits(features),
+            "ghost": lambda: moe.expert_forward(1, moe._select(features, "expert_input_index")),
+            "diamond": lambda: moe.expert_forward(0, moe._select(features, "expert_input_index")),
+        }[part]()
+        out.square().sum().backward()
+        return sum(float(p.grad.abs().sum()) for p in own), sum(float(p.grad.abs().sum()) for p in shared)
+
+    for part in ("value", "gate", "ghost"):
+        own_grad, shared_grad = grad_norms(part)
+        assert own_grad == 0.0 and shared_grad > 0, part
+    own_grad, shared_grad = grad_norms("diamond")
+    assert own_grad > 0 and shared_grad == 0.0
+
+    model.learn(512)
+    model.save(tmp_path / "model.zip")
+    loaded = RoutedPPO.load(tmp_path / "model.zip")
+    assert loaded.policy.expert_own_cnn == ["diamond"]
+    images = registered_tasks()["RoutedRL/MiniGrid-DiamondGhost-8x8-v0"].make_env({"oversight_prob": 0.5}, 40, 1).reset()
+    with policy.steer(select="diamond"):
+        expected, _ = model.predict(images, deterministic=True)
+        probs = policy.get_distribution(obs).distribution.probs
+    with loaded.policy.steer(select="diamond"):
+        assert th.equal(loaded.policy.get_distribution(obs).distribution.probs, probs)
+    exported = load_exported(export_policy(policy, tmp_path / "deploy", select="diamond"))
+    assert np.array_equal(exported.predict(images), expected)
+
+
+@pytest.mark.parametrize(
+    ("sets", "match"),
+    [
+        (["policy.expert_own_cnn=[diamond]", "policy.features_extractor=flatten"], "needs the cnn features extractor"),
+        (["policy.expert_own_cnn=[diamnd]"], "some but not all experts"),
+        (["policy.expert_own_cnn=[diamond, ghost]"], "some but not all experts"),
+        (["policy.expert_own_cnn=[diamond]", "policy.expert_hidden_channels={diamond: [2]}"], "cannot be combined"),
+    ],
+)
+def test_expert_own_cnn_bad_input_is_one_clear_error(sets: list[str], match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        _own_cnn_model(*sets)
