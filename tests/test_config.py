@@ -158,16 +158,22 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
     assert _differences(mine, theirs) == DEFINING_KEYS[kind]
 
 
-def test_the_own_cnn_recipe_and_its_baseline_change_only_the_network() -> None:
-    """own_cnn_deployed_recipe and its naive baseline are deployed_recipe and naive_default_recipe with the
-    diamond expert's own CNN, and nothing else."""
-    for mine, theirs in (
-        ("own_cnn_deployed_recipe", "deployed_recipe"),
-        ("naive_own_cnn_default_recipe", "naive_default_recipe"),
-    ):
-        mine_config = load_config(MINIGRID_BASELINES / f"{mine}.yaml").model_dump()
-        theirs_config = load_config(MINIGRID_BASELINES / f"{theirs}.yaml").model_dump()
-        assert _differences(mine_config, theirs_config) == {"policy.expert_own_cnn"}, mine
+@pytest.mark.parametrize(
+    ("mine", "theirs", "keys"),
+    [
+        ("own_cnn_deployed_recipe", "deployed_recipe", {"policy.expert_own_cnn"}),
+        ("own_cnn_default_recipe", "default_recipe", {"policy.expert_own_cnn"}),
+        ("naive_own_cnn_default_recipe", "naive_default_recipe", {"policy.expert_own_cnn"}),
+        ("naive_own_cnn_default_recipe", "own_cnn_default_recipe", DEFINING_KEYS["naive"]),
+        ("moe_no_routing_own_cnn_default_recipe", "own_cnn_default_recipe", DEFINING_KEYS["moe_no_routing"]),
+    ],
+)
+def test_the_own_cnn_recipes_and_their_baselines_change_only_what_defines_them(mine: str, theirs: str, keys: set) -> None:
+    """The own-CNN recipes are the measured recipes with the diamond expert's own CNN and nothing else; their
+    baselines change exactly what `naive` and `moe_no_routing` change over `default`."""
+    mine_config = load_config(MINIGRID_BASELINES / f"{mine}.yaml").model_dump()
+    theirs_config = load_config(MINIGRID_BASELINES / f"{theirs}.yaml").model_dump()
+    assert _differences(mine_config, theirs_config) == keys
 
 
 EFFICIENCY = Path(__file__).parents[1] / "benchmarks" / "efficiency"
