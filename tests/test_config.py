@@ -166,6 +166,9 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("naive_own_cnn_default_recipe", "naive_default_recipe", {"policy.expert_own_cnn"}),
         ("naive_own_cnn_default_recipe", "own_cnn_default_recipe", DEFINING_KEYS["naive"]),
         ("moe_no_routing_own_cnn_default_recipe", "own_cnn_default_recipe", DEFINING_KEYS["moe_no_routing"]),
+        ("own_cnn_free_gate_recipe", "own_cnn_default_recipe", {"routing.gate_coef"}),
+        # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
+        ("naive_own_cnn_default_recipe", "own_cnn_free_gate_recipe", {"routing.enabled", "eval.steering"}),
     ],
 )
 def test_the_own_cnn_recipes_and_their_baselines_change_only_what_defines_them(mine: str, theirs: str, keys: set) -> None:
