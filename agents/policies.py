@@ -239,7 +239,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         hidden = {name: self._hidden_features(channels, name) for name, channels in hidden_channels.items()}
         gate_index, value_features = index(self.gate_obs_channels, "gate_obs_channels"), None
         if self.expert_own_cnn is not None:  # view 0 (shared by everything else) | view 1 (these experts' own)
-            view = self.features_extractor.view_dim  # type: ignore[attr-defined]
+            extractor = self.features_extractor
+            assert isinstance(extractor, GridCNN)  # checked in __init__
+            view = extractor.view_dim
             shared, own = list(range(view)), list(range(view, 2 * view))
             hidden = {name: shared if name in self.expert_own_cnn else own for name in self.expert_names}
             gate_index, value_features = shared, slice(0, view)
