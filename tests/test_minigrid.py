@@ -327,7 +327,8 @@ def test_an_expert_with_a_cnn_of_its_own_trains_it_alone(tmp_path: Path) -> None
     ("sets", "match"),
     [
         (["policy.expert_own_cnn=[diamond]", "policy.features_extractor=flatten"], "needs the cnn features extractor"),
-        (["policy.expert_own_cnn=[diamnd]"], "some but not all experts"),
+        (["policy.expert_own_cnn=[diamnd]"], "unknown expert 'diamnd' \\(did you mean 'diamond'\\?\\)"),
+        (["policy.expert_own_cnn=[]"], "some but not all experts"),
         (["policy.expert_own_cnn=[diamond, ghost]"], "some but not all experts"),
         (["policy.expert_own_cnn=[diamond]", "policy.expert_hidden_channels={diamond: [2]}"], "cannot be combined"),
     ],
