@@ -19,7 +19,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
 
-from routed_rl.errors import UserError, did_you_mean
+from routed_rl.errors import UserError, check_expert_name
 from routed_rl.moe import MixtureOfExperts, StackedMLP, mlp, upgrade_per_module_keys
 from routed_rl.steering import Steering, resolve_steering
 
@@ -227,9 +227,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             raise UserError("expert_own_cnn cannot be combined with expert/gate observation or hidden channels")
         own = self.expert_own_cnn or []
         for name in own:
-            if name not in self.expert_names:
-                hint = did_you_mean(name, self.expert_names)
-                raise UserError(f"expert_own_cnn: unknown expert {name!r}{hint}; experts are {self.expert_names}")
+            check_expert_name(name, self.expert_names, "expert_own_cnn")
         if not own or len(set(own)) == len(self.expert_names):
             raise UserError(f"expert_own_cnn must name some but not all experts {self.expert_names}, got {own}")
 

@@ -23,7 +23,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from routed_rl.errors import UserError
+from routed_rl.errors import UserError, check_expert_name
 from routed_rl.routing import route
 from routed_rl.steering import Steering
 
@@ -248,8 +248,7 @@ class MixtureOfExperts(nn.Module):
             return None
         mask = th.ones(self.n_experts, expert_in)
         for name, index in hidden_index.items():
-            if name not in self.expert_names:
-                raise UserError(f"expert_hidden_index: unknown expert {name!r}; experts are {self.expert_names}")
+            check_expert_name(name, self.expert_names, "expert_hidden_index")
             hidden = th.as_tensor(list(index), dtype=th.long)
             if hidden.numel() == 0 or hidden.min() < 0 or hidden.max() >= expert_in:
                 raise UserError(

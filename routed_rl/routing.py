@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch as th
 
-from routed_rl.errors import UserError, did_you_mean
+from routed_rl.errors import UserError, check_expert_name, did_you_mean
 from routed_rl.type_aliases import UNLABELED, UNLABELED_TAIL, RoutingSpec
 
 __all__ = ["RoutingTable", "route"]
@@ -108,9 +108,7 @@ class RoutingTable:
     def _expert_weights(self, what: str, given: Mapping[str, float]) -> dict[str, float]:
         """``given`` as floats, each key a known expert and each weight in [0, 1]; ``what`` names it in errors."""
         for expert, weight in given.items():
-            if expert not in self.expert_names:
-                hint = did_you_mean(expert, self.expert_names)
-                raise UserError(f"{what} names unknown expert {expert!r}{hint}; experts are {self.expert_names}")
+            check_expert_name(expert, self.expert_names, what)
             if not 0.0 <= float(weight) <= 1.0:
                 raise UserError(f"{what} weight for {expert!r} must be in [0, 1], got {weight}")
         return {e: float(w) for e, w in given.items()}

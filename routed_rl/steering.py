@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from routed_rl.errors import UserError, did_you_mean
+from routed_rl.errors import UserError, check_expert_name
 
 __all__ = [
     "Steering",
@@ -41,11 +41,6 @@ class Steering:
     """How it was asked for, e.g. ``select=diamond``, ``ablate=ghost`` or ``weights=diamond:0.75,ghost:0.25``."""
 
 
-def _check_name(name: str, expert_names: Sequence[str]) -> None:
-    if name not in expert_names:
-        raise UserError(f"unknown expert {name!r}{did_you_mean(name, expert_names)}; experts are {list(expert_names)}")
-
-
 def resolve_steering(
     expert_names: Sequence[str],
     select: str | None = None,
@@ -65,12 +60,12 @@ def resolve_steering(
         raise UserError(f"steer takes one of select=, ablate= or weights=, got {' and '.join(given)}")
     names = list(expert_names)
     if select is not None:
-        _check_name(select, names)
+        check_expert_name(select, names)
         return Steering(keep=tuple(e == select for e in names), name=f"select={select}")
     if ablate is not None:
         dropped = [ablate] if isinstance(ablate, str) else list(ablate)
         for name in dropped:
-            _check_name(name, names)
+            check_expert_name(name, names)
         if len(set(dropped)) != len(dropped):
             raise UserError(f"ablate names an expert twice: {dropped}")
         keep = tuple(e not in dropped for e in names)
@@ -79,7 +74,7 @@ def resolve_steering(
         return Steering(keep=keep, name="ablate=" + ",".join(dropped))
     if weights is not None:
         for name, w in weights.items():
-            _check_name(name, names)
+            check_expert_name(name, names)
             if not math.isfinite(float(w)) or float(w) < 0:
                 raise UserError(f"steering weight for {name!r} must be a finite number >= 0, got {w}; experts are {names}")
         total = sum(float(w) for w in weights.values())
