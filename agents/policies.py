@@ -79,7 +79,8 @@ class GridCNN(BaseFeaturesExtractor):
         if self.blind_channels is None:
             return seeing
         mask: th.Tensor = self.blind_mask  # type: ignore[assignment]
-        blind = self.blind_linear(self.blind_cnn(observations * mask))
+        # an empty blind_channels (a CNN of the experts' own) hides nothing: no mask to multiply by
+        blind = self.blind_linear(self.blind_cnn(observations * mask if self.blind_channels else observations))
         return th.cat([seeing, blind], dim=1)
 
 
