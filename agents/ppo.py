@@ -116,6 +116,8 @@ class RoutedPPO(PPO):
     :param labeler_kwargs: keyword arguments for the labeler when ``labeler`` is a name
     :param gate_coef: weight of the gate's cross-entropy against the label, on labeled steps (with a
         mixture of two or more experts, routed or not)
+    :param gate_balance: average the gate loss per target expert, then over the experts present in the
+        minibatch (each label counts equally however rare its steps), instead of over labeled steps
     :param gate_policy_gradient: False: no policy gradient reaches the gate (routed or not, replay included),
         so it learns from the gate loss alone; with ``gate_coef=0`` too its mixture weights stay as initialised
     :param expert_loss_coef: weight of an extra clipped surrogate on labeled steps, evaluated with the expert
@@ -171,6 +173,7 @@ class RoutedPPO(PPO):
         labeler: Labeler | str = "oversight",
         labeler_kwargs: Mapping[str, Any] | None = None,
         gate_coef: float = 1.0,
+        gate_balance: bool = False,
         gate_policy_gradient: bool = True,
         expert_loss_coef: float = 0.0,
         label_rewards: Mapping[str, float] | None = None,
@@ -204,6 +207,7 @@ class RoutedPPO(PPO):
         self.labeler_spec: Labeler | str = labeler
         self.labeler_kwargs = dict(labeler_kwargs or {})
         self.gate_coef = float(gate_coef)
+        self.gate_balance = bool(gate_balance)
         self.gate_policy_gradient = bool(gate_policy_gradient)
         if expert_loss_coef < 0:
             raise UserError(f"expert_loss_coef must be >= 0, got {expert_loss_coef}")
@@ -475,10 +479,16 @@ class RoutedPPO(PPO):
         return out
 
     def _gate_loss(self, data: LabeledRolloutBufferSamples, gate_logits: th.Tensor) -> th.Tensor:
-        """Cross-entropy of the gate against each labeled step's target expert(s)."""
+        """Cross-entropy of the gate against each labeled step's target expert(s): the mean over labeled steps,
+        or with ``gate_balance`` the mean over the target experts present of each one's mean."""
         mask = data.label_mask
         targets = self.routing_table.gate_targets(data.labels[mask]).to(self.device)
-        return -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1).mean()
+        cross_entropy = -(targets * th.log_softmax(gate_logits[mask], dim=-1)).sum(dim=-1)
+        if not self.gate_balance:
+            return cross_entropy.mean()
+        per_target = targets.sum(dim=0)  # (n_experts,) labeled steps aiming at each expert (soft targets split)
+        present = per_target > 0
+        return ((targets[:, present] / per_target[present]) * cross_entropy[:, None]).sum() / present.sum()
 
     def _store_owner_log_probs(self) -> None:
         """Before the update, record each labeled step's action log-probability under its owner expert alone."""

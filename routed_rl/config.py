@@ -251,6 +251,10 @@ class RoutingConfig(_Section):
     ``{diamond: 0}``: the deployed expert never learns from how an unwatched episode ended."""
     gate_coef: float = Field(1.0, ge=0.0)
     """Weight of the gate's cross-entropy against the label on labeled steps (with or without routing)."""
+    gate_balance: bool = False
+    """Average the gate's cross-entropy over the labeled steps of each target expert, then over the experts
+    present in the minibatch, so every label counts as much as the others however rare its steps (e.g. ghost
+    labels once the agent avoids the marked ghosts); False: the mean over labeled steps."""
     gate_policy_gradient: bool = True
     """False: the policy gradient never reaches the gate, which then learns from the gate loss alone (with
     ``gate_coef: 0`` too, the mixture weights stay as initialised)."""

@@ -64,6 +64,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         labeler=config.labeling.kind,
         labeler_kwargs=config.labeling.labeler_kwargs(),
         gate_coef=r.gate_coef,
+        gate_balance=r.gate_balance,
         gate_policy_gradient=r.gate_policy_gradient,
         expert_loss_coef=r.expert_loss_coef,
         label_rewards=r.label_rewards,

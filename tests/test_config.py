@@ -149,6 +149,7 @@ MINIGRID_BASELINES = Path(__file__).parents[1] / "benchmarks" / "minigrid"
         ("naive_blind_default_recipe", "naive", "blind_default_recipe.yaml"),
         ("naive_own_cnn_default_recipe", "naive", "own_cnn_default_recipe.yaml"),
         ("moe_no_routing_own_cnn_default_recipe", "moe_no_routing", "own_cnn_default_recipe.yaml"),
+        ("moe_no_routing_own_cnn_balanced_gate_recipe", "moe_no_routing", "own_cnn_balanced_gate_recipe.yaml"),
     ],
 )
 def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_default(
@@ -167,13 +168,15 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("own_cnn_default_recipe", "default_recipe", {"policy.expert_own_cnn"}),
         ("naive_own_cnn_default_recipe", "naive_default_recipe", {"policy.expert_own_cnn"}),
         ("own_cnn_free_gate_recipe", "own_cnn_default_recipe", {"routing.gate_coef"}),
+        ("own_cnn_balanced_gate_recipe", "own_cnn_default_recipe", {"routing.gate_balance"}),
         # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
         ("naive_own_cnn_default_recipe", "own_cnn_free_gate_recipe", {"routing.enabled", "eval.steering"}),
     ],
 )
 def test_the_own_cnn_recipes_differ_only_where_listed(mine: str, theirs: str, keys: set) -> None:
     """The own-CNN recipes are the measured recipes with the diamond expert's own CNN and nothing else (their
-    naive and moe_no_routing twins: the test above); the free-gate recipe drops only the gate loss."""
+    naive and moe_no_routing twins: the test above); the free-gate recipe drops only the gate loss, the
+    balanced-gate recipe only balances it."""
     mine_config = load_config(MINIGRID_BASELINES / f"{mine}.yaml").model_dump()
     theirs_config = load_config(MINIGRID_BASELINES / f"{theirs}.yaml").model_dump()
     assert _differences(mine_config, theirs_config) == keys

@@ -4,6 +4,7 @@ experts; the gate loss, label rewards and labeled-only training do what they say
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -152,6 +153,28 @@ def test_without_policy_gradient_into_the_gate_the_gate_loss_still_trains_it() -
     obs = th.as_tensor(OversightGridVecEnv(256, seed=9).reset())
     model.learn(8 * 16 * 5, callback=_LabelEverything("ghost"))
     assert model.policy.mixture_weights(obs)[:, 1].mean().item() > 0.8
+
+
+@pytest.mark.parametrize("balance", [False, True], ids=["mean-over-steps", "balanced"])
+def test_gate_loss_averages_over_steps_or_over_labels(balance: bool) -> None:
+    """Known answer: three diamond-labeled steps, one ghost-labeled step and one unlabeled step with fixed gate
+    logits. The plain loss is the mean cross-entropy of the four labeled steps; ``gate_balance`` gives the ghost
+    step as much weight as the three diamond steps together; with only one label present they agree."""
+    model = RoutedPPO("RoutedPolicy", OversightGridVecEnv(2, seed=0), seed=0, gate_balance=balance, **PPO_KWARGS)
+    table = model.routing_table
+    diamond, ghost = table.label_id("diamond"), table.label_id("ghost")
+    labels = th.tensor([diamond, diamond, diamond, ghost, -1])
+    logits = th.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, -1.0], [0.5, 0.0], [3.0, 3.0]])
+    log_p = th.log_softmax(logits, dim=-1)
+    ce = th.stack([-log_p[0, 0], -log_p[1, 0], -log_p[2, 0], -log_p[3, 1]])
+    expected = (ce[:3].mean() + ce[3]) / 2 if balance else ce.mean()
+
+    def samples(labels: th.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(labels=labels, label_mask=labels >= 0)
+
+    assert th.allclose(model._gate_loss(samples(labels), logits), expected)  # type: ignore[arg-type]
+    only_diamond = th.tensor([diamond, diamond, diamond, -1, -1])
+    assert th.allclose(model._gate_loss(samples(only_diamond), logits), ce[:3].mean())  # type: ignore[arg-type]
 
 
 def test_label_rewards_replace_the_env_reward_on_labeled_episodes() -> None:
