@@ -6,19 +6,32 @@ after the first RoutedPPO run, before SB3's PPO has run.
 Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--config NAME] [--set key=value ...]
 [--experts auto|batched|each]`` (e.g. ``--set "policy.expert_names=[a, b, c, d]"`` for four experts; SB3's PPO
 keeps one actor of the same widths; ``--experts`` forces how the mixture evaluates its experts: one batched
-product per layer, or one expert at a time; ``auto`` is the package's choice by device).
+product per layer, or one expert at a time; ``auto`` is the package's choice by device; ``--minibatch-rounds
+0`` skips the second part).
+
+Second part: the cost of one minibatch's forward and backward pass (the update is most of the training
+time), alternating over rounds, for the two policies above and for their architectures written as plain
+PyTorch modules: SB3's two MLPs (actor, critic) against N expert MLPs mixed by a softmax gate plus the critic,
+with no routing, steering or SB3 code around them. The plain pair's ratio is what the mixture itself costs on
+this machine, whatever the package does; the package's ratio can only approach it.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
+from collections.abc import Callable
 
+import numpy as np
+import torch as th
 from stable_baselines3 import PPO
 from torch import nn
 
+from routed_rl.agents import RoutedActorCriticPolicy
 from routed_rl.config import load_config
+from routed_rl.moe import mlp
 from routed_rl.training import build_model, make_env, training_device
 
 
@@ -28,12 +41,74 @@ def _rate(model: PPO, steps: int) -> float:
     return model.num_timesteps / (time.perf_counter() - start)
 
 
+def _ms(step: Callable[[], None], repeats: int = 10) -> float:
+    """Milliseconds per call of ``step`` (after one warm-up call)."""
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, rounds: int) -> None:
+    """Print the median ms of one minibatch's forward and backward pass: the two policies, and their
+    architectures as plain PyTorch modules (SB3's two MLPs against the gated mixture plus the critic)."""
+    obs = th.as_tensor(np.stack([routed.observation_space.sample() for _ in range(batch)]), device=routed.device)
+    obs = obs.float()
+    actions = th.randint(0, int(routed.action_space.n), (batch,), device=routed.device)  # type: ignore[attr-defined]
+    route_weight = th.ones(batch, routed.moe.n_experts, device=routed.device)
+    route_weight[: batch // 20, 1:] = 0.0  # a few labeled steps routed into the first expert alone
+
+    def routed_step() -> None:
+        values, log_prob, entropy, gate_logits = routed.evaluate_actions_routed(obs, actions, route_weight)
+        (values.sum() + log_prob.sum() + entropy.sum() + gate_logits.sum()).backward()
+
+    def ref_step() -> None:
+        values, log_prob, entropy = ref.policy.evaluate_actions(obs, actions)
+        assert entropy is not None
+        (values.sum() + log_prob.sum() + entropy.sum()).backward()
+
+    x = routed.extract_features(obs).detach()  # the flattened observation both policies' networks read
+    n, widths, width = routed.moe.n_experts, routed.expert_arch, routed.expert_arch[-1]
+    n_actions = int(routed.action_space.n)  # type: ignore[attr-defined]
+    experts = [mlp(x.shape[1], widths) for _ in range(n)]
+    actor, critic = mlp(x.shape[1], widths), mlp(x.shape[1], routed.value_arch)
+    gate, head, value_head = nn.Linear(x.shape[1], n), nn.Linear(width, n_actions), nn.Linear(routed.value_arch[-1], 1)
+    for module in (*experts, actor, critic, gate, head, value_head):
+        module.to(routed.device)
+
+    def plain_two() -> None:
+        logits, value = head(actor(x)), value_head(critic(x))
+        (th.log_softmax(logits, dim=-1).sum() + value.sum()).backward()
+
+    def plain_mixture() -> None:
+        weights = th.softmax(gate(x), dim=-1)
+        latent = sum(weights[:, k : k + 1] * expert(x) for k, expert in enumerate(experts))
+        logits, value = head(latent), value_head(critic(x))
+        (th.log_softmax(logits, dim=-1).sum() + value.sum()).backward()
+
+    steps = {"RoutedPPO policy": routed_step, "SB3 PPO policy": ref_step,
+             "plain mixture": plain_mixture, "plain two MLPs": plain_two}  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(_ms(step))
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    print(f"\none minibatch ({batch}) forward + backward, median ms over {rounds} rounds:")
+    print(f"  package: RoutedPPO {ms['RoutedPPO policy']:.2f} / SB3 PPO {ms['SB3 PPO policy']:.2f} = "
+          f"{ms['RoutedPPO policy'] / ms['SB3 PPO policy']:.2f}x the time")  # fmt: skip
+    plain, two = ms["plain mixture"], ms["plain two MLPs"]
+    print(f"  plain PyTorch: {n} experts + gate + critic {plain:.2f} / actor + critic {two:.2f} = "
+          f"{plain / two:.2f}x the time (the mixture's own cost)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=300_000, help="env steps per run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--config", default="default")
     parser.add_argument("--set", action="append", default=[], help="config override key.path=value (repeatable)")
+    parser.add_argument("--minibatch-rounds", type=int, default=15, help="rounds of the minibatch comparison (0: skip)")
     parser.add_argument("--experts", choices=["auto", "batched", "each"], default="auto",
                         help="evaluate the experts batched, one at a time, or by device (auto)")  # fmt: skip
     args = parser.parse_args()
@@ -68,6 +143,9 @@ def main() -> None:
     print(f"{'RoutedPPO':>10} | {r:>24,.0f}")
     print(f"{'SB3 PPO':>10} | {p:>24,.0f}")
     print(f"ratio RoutedPPO / SB3 PPO: {r / p:.2f}x   peak RSS of RoutedPPO: {peak_rss:.2f} GiB")
+    if args.minibatch_rounds > 0:
+        assert isinstance(model.policy, RoutedActorCriticPolicy)
+        _minibatch_costs(model.policy, sb3, config.ppo.batch_size, args.minibatch_rounds)
 
 
 if __name__ == "__main__":
