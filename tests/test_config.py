@@ -169,6 +169,10 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("naive_own_cnn_default_recipe", "naive_default_recipe", {"policy.expert_own_cnn"}),
         ("own_cnn_free_gate_recipe", "own_cnn_default_recipe", {"routing.gate_coef"}),
         ("own_cnn_balanced_gate_recipe", "own_cnn_default_recipe", {"routing.gate_balance"}),
+        ("own_cnn_unlabeled50_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
+        ("own_cnn_unlabeled25_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
+        # their moe_no_routing twin is the default recipe's: without routing the unlabeled weights do nothing
+        ("moe_no_routing_own_cnn_default_recipe", "own_cnn_unlabeled50_recipe", {"routing.enabled", "routing.unlabeled"}),
         # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
         ("naive_own_cnn_default_recipe", "own_cnn_free_gate_recipe", {"routing.enabled", "eval.steering"}),
     ],
@@ -176,7 +180,7 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
 def test_the_own_cnn_recipes_differ_only_where_listed(mine: str, theirs: str, keys: set) -> None:
     """The own-CNN recipes are the measured recipes with the diamond expert's own CNN and nothing else (their
     naive and moe_no_routing twins: the test above); the free-gate recipe drops only the gate loss, the
-    balanced-gate recipe only balances it."""
+    balanced-gate recipe only balances it, the unlabeled-weight recipes change only that weight."""
     mine_config = load_config(MINIGRID_BASELINES / f"{mine}.yaml").model_dump()
     theirs_config = load_config(MINIGRID_BASELINES / f"{theirs}.yaml").model_dump()
     assert _differences(mine_config, theirs_config) == keys
