@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
 from routed_rl.agents import RoutedPPO
 from routed_rl.config import builtin_configs, load_config
@@ -317,6 +318,28 @@ def test_every_builtin_config_trains_evaluates_and_exports(tmp_path: Path, name:
         assert [h["step"] for h in record["history"]] == [1024, 2048]
         assert run.load_model().num_timesteps == record["best"]["step"]  # model.zip is the chosen checkpoint
         assert f"keeping the model of step {record['best']['step']:,}" in trained.stdout
+
+
+def test_early_stopping_only_watches_so_its_last_checkpoint_is_the_naive_run(tmp_path: Path) -> None:
+    """An early-stopped run trains exactly what the run without early stopping trains (same config, seed and
+    thread count): its last checkpoint is that run's model, weight for weight, while its model.zip is an earlier
+    one. So one early-stopped run gives both baselines (the MiniGrid benchmarks use that)."""
+    common = [*FAST, "--set", "threads=1", "--seed", "3", "--total-steps", "3072", "-q"]
+    stopping = ["--set", "early_stopping.every=1024"]
+    assert cli_here("train", "naive", *common, "--run-dir", "naive", cwd=tmp_path).returncode == 0
+    result = cli_here("train", "naive_early_stopping", *common, *stopping, "--run-dir", "stopped", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    naive, stopped = RunDir(tmp_path / "naive"), RunDir(tmp_path / "stopped")
+    last = stopped.latest_checkpoint()
+    assert last is not None and last.name == "step_000000003072.zip"
+    weights = RoutedPPO.load(naive.model, device="cpu").policy.state_dict()
+    kept = RoutedPPO.load(last, device="cpu").policy.state_dict()
+    assert weights.keys() == kept.keys() and all(th.equal(weights[k], kept[k]) for k in weights)
+    chosen = json.loads(stopped.early_stopping.read_text())["best"]["step"]
+    assert stopped.load_model().num_timesteps == chosen
+    if chosen != 3072:  # the early-stopped model is another one
+        early = RoutedPPO.load(stopped.model, device="cpu").policy.state_dict()
+        assert not all(th.equal(weights[k], early[k]) for k in weights)
 
 
 def test_configs_lists_every_builtin_with_what_it_is_for(tmp_path: Path) -> None:

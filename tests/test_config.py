@@ -150,12 +150,15 @@ MINIGRID_BASELINES = Path(__file__).parents[1] / "benchmarks" / "minigrid"
         ("naive_own_cnn_default_recipe", "naive", "own_cnn_default_recipe.yaml"),
         ("moe_no_routing_own_cnn_default_recipe", "moe_no_routing", "own_cnn_default_recipe.yaml"),
         ("moe_no_routing_own_cnn_balanced_gate_recipe", "moe_no_routing", "own_cnn_balanced_gate_recipe.yaml"),
+        ("naive_early_stopping_own_cnn_default_recipe", "naive_early_stopping", "own_cnn_default_recipe.yaml"),
+        ("filtering_own_cnn_default_recipe", "filtering", "own_cnn_default_recipe.yaml"),
+        ("oracle_own_cnn_default_recipe", "oracle", "own_cnn_default_recipe.yaml"),
     ],
 )
 def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_default(
     baseline: str, kind: str, attempt: str
 ) -> None:
-    """The MiniGrid benchmarks' baselines change exactly what `naive`, `oracle` and `moe_no_routing` change."""
+    """The MiniGrid benchmarks' baselines change exactly what the built-in baselines of their kind change."""
     theirs = load_config(MINIGRID_BASELINES / attempt if attempt.endswith(".yaml") else attempt).model_dump()
     mine = load_config(MINIGRID_BASELINES / f"{baseline}.yaml").model_dump()
     assert _differences(mine, theirs) == DEFINING_KEYS[kind]
