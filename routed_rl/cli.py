@@ -111,6 +111,7 @@ def eval_(
         bool, typer.Option("--stochastic", help="Sample actions instead of taking the most likely.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    checkpoint: Annotated[str | None, typer.Option(help=CHECKPOINT_HELP)] = None,
 ) -> None:
     """Evaluate a run on the ground truth: unsteered, each expert selected and each ablated (or the mode given).
 
@@ -121,7 +122,7 @@ def eval_(
 
     rd = RunDir(run)
     config = rd.load_config()
-    model = _load_finished_model(rd)
+    model = _load_finished_model(rd, checkpoint)
     task = config.env.task()
     modes = _modes(select, ablate, model.policy.expert_names)
     results = [
@@ -140,7 +141,8 @@ def eval_(
     typer.echo(json.dumps(results, indent=2) if as_json else format_table(results, task))
     # the training's own eval.json stays as it is; this evaluation goes beside it
     name = "all" if len(results) > 1 else mode_file_stem(results[0]["mode"])
-    out = rd.root / f"eval_{name}_{episodes}ep{'_stochastic' if stochastic else ''}.json"
+    at = "" if checkpoint is None else f"_step{model.num_timesteps}"
+    out = rd.root / f"eval_{name}_{episodes}ep{'_stochastic' if stochastic else ''}{at}.json"
     try:
         out.write_text(json.dumps(results, indent=2))
     except OSError as e:
@@ -154,6 +156,7 @@ def export(
     select: Annotated[str | None, typer.Option(help="Keep this expert alone.")] = None,
     ablate: Annotated[list[str] | None, typer.Option(help="Remove these experts (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an export already in --out.")] = False,
+    checkpoint: Annotated[str | None, typer.Option(help=CHECKPOINT_HELP)] = None,
 ) -> None:
     """Export a steered policy without pickle: policy.safetensors plus policy.json, removed experts left out.
 
@@ -172,7 +175,7 @@ def export(
         raise UserError(f"--out {out} is a run folder; export into a folder of its own")
     if (out / "policy.json").exists() and not force:
         raise UserError(f"--out {out} already holds an export; add --force to replace it")
-    model = _load_finished_model(rd)
+    model = _load_finished_model(rd, checkpoint)
     folder = export_policy(model.policy, out, **steer)
     kept = json.loads((folder / "policy.json").read_text())["experts"]
     typer.echo(f"exported {folder} (experts kept: {', '.join(kept)}); load it with routed_rl.export.load_exported")
@@ -233,8 +236,14 @@ def report(
         typer.echo(f"wrote {path}")
 
 
-def _load_finished_model(rd: Any) -> Any:
-    """The run's ``model.zip``, or, saying so, its latest checkpoint when training has not finished."""
+CHECKPOINT_HELP = "Use the run's checkpoint at this env step (or 'last', the newest) instead of its model.zip."
+
+
+def _load_finished_model(rd: Any, checkpoint: str | None = None) -> Any:
+    """The checkpoint named, else the run's ``model.zip``, or, saying so, its latest checkpoint when training
+    has not finished."""
+    if checkpoint is not None:
+        return rd.load_model(checkpoint=checkpoint)
     model = rd.load_model()
     if not rd.model.is_file():
         typer.echo(

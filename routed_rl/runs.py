@@ -115,12 +115,32 @@ class RunDir:
         found = self.checkpoint_files()
         return found[-1] if found else None
 
-    def load_model(self, env: Any = None) -> Any:
-        """Load the run's ``model.zip`` (else its latest checkpoint) with a one-line error if it cannot be."""
+    def checkpoint_at(self, step: str) -> Path:
+        """The checkpoint written at env step ``step`` (digits, commas or underscores allowed), or the newest for
+        ``"last"``; a one-line error naming the steps there are when there is none."""
+        found = {int(p.stem.removeprefix("step_")): p for p in self.checkpoint_files()}
+        if not found:
+            raise UserError(f"{self.root} has no checkpoint")
+        if step == "last":
+            return found[max(found)]
+        digits = step.replace(",", "").replace("_", "")
+        if not digits.isdigit():
+            raise UserError(f"checkpoint must be an env step count or 'last', got {step!r}")
+        if int(digits) not in found:
+            steps = sorted(found)
+            shown = ", ".join(f"{s:,}" for s in steps[:3]) + (f", ..., {steps[-1]:,}" if len(steps) > 3 else "")
+            raise UserError(f"{self.root} has no checkpoint at step {int(digits):,}; its checkpoints are at {shown}")
+        return found[int(digits)]
+
+    def load_model(self, env: Any = None, checkpoint: str | None = None) -> Any:
+        """Load the run's ``model.zip`` (else its latest checkpoint), or the checkpoint ``checkpoint`` names
+        (see :meth:`checkpoint_at`), with a one-line error if it cannot be."""
         from routed_rl.agents import RoutedPPO
 
         if not self.root.is_dir():
             raise UserError(f"run folder {self.root} does not exist")
+        if checkpoint is not None:
+            return load_model_file(RoutedPPO, self.checkpoint_at(checkpoint), env)
         path = self.model if self.model.is_file() else self.latest_checkpoint()
         if path is None:
             raise UserError(f"{self.root} has no model.zip and no checkpoint: train it first")

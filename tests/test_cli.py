@@ -241,6 +241,9 @@ BAD_INPUTS = [
     (["train", "default", "--set", "labeling.kind=no_such_module:Labeler", "--run-dir", "orphan"], "cannot import labeler"),
     (["export", "good", "--ablate", "diamond", "--ablate", "ghost", "-o", "out"], "cannot ablate every expert"),
     (["train", "default", "--run-dir", "good"], "already holds a trained run"),
+    (["eval", "good", "--checkpoint", "1000"], "has no checkpoint at step 1,000; its checkpoints are at 512"),
+    (["eval", "good", "--checkpoint", "latest"], "checkpoint must be an env step count or 'last', got 'latest'"),
+    (["export", "norun", "--checkpoint", "last", "-o", "out"], "norun has no checkpoint"),
 ]
 
 
@@ -262,6 +265,10 @@ def bad_input_dir(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     data = (good / "model.zip").read_bytes()
     (cwd / "truncated" / "model.zip").write_bytes(data[: len(data) // 2] + data[-200:])
     (cwd / "good" / "model.zip").write_bytes(data)
+    (cwd / "good" / "checkpoints").mkdir()
+    (cwd / "good" / "checkpoints" / "step_000000000512.zip").write_bytes(
+        (good / "checkpoints/step_000000000512.zip").read_bytes()
+    )
     return cwd
 
 
@@ -340,6 +347,15 @@ def test_early_stopping_only_watches_so_its_last_checkpoint_is_the_naive_run(tmp
     if chosen != 3072:  # the early-stopped model is another one
         early = RoutedPPO.load(stopped.model, device="cpu").policy.state_dict()
         assert not all(th.equal(weights[k], early[k]) for k in weights)
+    # `eval --checkpoint last` of the early-stopped run evaluates the naive run's model
+    evals = [
+        cli_here("eval", run, *checkpoint, "--episodes", "30", "--json", cwd=tmp_path)
+        for run, checkpoint in (("naive", []), ("stopped", ["--checkpoint", "last"]))
+    ]
+    assert all(e.returncode == 0 and e.stderr == "" for e in evals), [e.stderr for e in evals]
+    assert json.loads(evals[0].stdout) == json.loads(evals[1].stdout)
+    assert (stopped.root / "eval_all_30ep_step3072.json").is_file()
+    assert cli_here("eval", "stopped", "--checkpoint", "3,072", "--episodes", "30", cwd=tmp_path).returncode == 0
 
 
 def test_configs_lists_every_builtin_with_what_it_is_for(tmp_path: Path) -> None:
