@@ -479,3 +479,33 @@ def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> N
     (tmp_path / "sw" / "sweep.yaml").write_text("methods: [default\n")
     with pytest.raises(UserError, match=r"sweep\.yaml is not valid YAML: fix or remove it"):
         prepare(spec, trials, tmp_path / "sw", "second")
+
+
+def test_seed_table_gives_the_mean_over_the_files_of_each_row(tmp_path: Path) -> None:
+    """benchmarks/seed_table.py (figures the README assembles from runs outside one sweep): known means, the
+    report's interval, the mode asked for, and one-line errors."""
+
+    def result(mode: str, ret: float, diamond: float) -> dict[str, Any]:
+        rates = {"diamond": diamond, "ghost": 1 - diamond, "timeout": 0.0}
+        return {"mode": mode, "discounted_return": ret, **rates, "unseen": rates}
+
+    for seed, (ret, diamond) in enumerate([(0.2, 0.5), (0.4, 0.7)]):
+        files = [result("unsteered", -1.0, 0.0), result("select=diamond", ret, diamond)]
+        (tmp_path / f"r_s{seed}.json").write_text(json.dumps(files))
+    script = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "seed_table.py")]
+    out = subprocess.run(
+        [*script, "--row", "r", "select=diamond", str(tmp_path / "r_s*.json")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[2]
+    iv = interval([0.2, 0.4]).text()
+    assert row.startswith(f"| r (select=diamond) | 2 | {iv} | 60.0% [") and iv.startswith("0.300 [")
+    assert row.endswith("| 0.200, 0.400 |")
+    one = subprocess.run([*script, "--row", "r", "unsteered", str(tmp_path / "r_s0.json")], capture_output=True, text=True)
+    assert "| r (unsteered) | 1 | -1.000 (1 seed) | 0.0% (1 seed) |" in one.stdout
+    for row_args, message in (
+        (["select=x", str(tmp_path / "r_s0.json")], "has no mode 'select=x'"),
+        (["unsteered", "none*"], "no file matches"),
+    ):
+        bad = subprocess.run([*script, "--row", "r", *row_args], capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and message in bad.stderr and bad.stdout == ""
