@@ -124,7 +124,7 @@ class RunDir:
         if step == "last":
             return found[max(found)]
         digits = step.replace(",", "").replace("_", "")
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):
             raise UserError(f"checkpoint must be an env step count or 'last', got {step!r}")
         if int(digits) not in found:
             steps = sorted(found)
