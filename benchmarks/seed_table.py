@@ -54,7 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", nargs=3, action="append", required=True, metavar=("LABEL", "MODE", "GLOB"))
     args = parser.parse_args()
-    rows = [(label, mode, [_result(f, mode) for f in _files(label, pattern)]) for label, mode, pattern in args.row]
+    files = {label: _files(label, pattern) for label, _mode, pattern in args.row}
+    rows = [(label, mode, [_result(f, mode) for f in files[label]]) for label, mode, _pattern in args.row]
     print("| method (mode) | seeds | return | diamond | ghost | timeout | unwatched ghost | per-seed return |")
     print("|---|---:|---|---|---|---:|---|---|")
     for label, mode, results in rows:
@@ -66,8 +67,8 @@ def main() -> None:
             f"| {_cell([r['unseen']['ghost'] for r in results], True)} | {per_seed} |"
         )
     print()
-    for label, _mode, pattern in args.row:
-        print(f"{label}: {', '.join(str(f) for f in _files(label, pattern))}")
+    for label, paths in files.items():
+        print(f"{label}: {', '.join(str(f) for f in paths)}")
 
 
 if __name__ == "__main__":
