@@ -9,7 +9,7 @@ inference path (``forward``, ``evaluate_actions``, ``predict``, ``predict_values
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch as th
@@ -17,13 +17,22 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from routed_rl.errors import UserError, check_expert_name
 from routed_rl.moe import MixtureOfExperts, StackedMLP, mlp, upgrade_per_module_keys
 from routed_rl.steering import Steering, resolve_steering
 
-__all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
+__all__ = ["PRECISIONS", "GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
+
+#: The training precisions: ``float32``, or ``bfloat16`` matrix products and convolutions under torch.autocast
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+
+
+def _to_float32(module: nn.Module, inputs: Any, output: th.Tensor) -> th.Tensor:
+    """Forward hook: a head's output in float32 whatever precision computed it (distributions, the buffer)."""
+    return output.float()
 
 
 def _grid_cnn(channels: int) -> nn.Sequential:
@@ -163,6 +172,11 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     :param expert_own_cnn: experts that see the whole image through a GridCNN of their own, which no other
         part of the network sees or trains (the other experts, the gate and the value network share the
         first); needs the GridCNN features extractor, not with the channel options above
+    :param precision: ``float32``, or ``bfloat16``: the training paths (``forward``, which SB3's rollout
+        collection calls, ``evaluate_actions`` and the routed variants the update calls) run their matrix
+        products and convolutions in bfloat16 under ``torch.autocast`` (mixed precision: parameters, gradients,
+        optimizer and every returned value stay float32); ``predict``, ``predict_values`` and so evaluation and
+        export always run in float32
     :param kwargs: passed to SB3's ``ActorCriticPolicy`` (``activation_fn``, ``ortho_init``, ``features_extractor_class``, ...)
     """
 
@@ -179,9 +193,13 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         gate_obs_channels: Sequence[int] | None = None,
         expert_hidden_channels: Mapping[str, Sequence[int]] | None = None,
         expert_own_cnn: Sequence[str] | None = None,
+        precision: Literal["float32", "bfloat16"] = "float32",
         activation_fn: type[nn.Module] = nn.ReLU,
         **kwargs: Any,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         # set before super().__init__, which calls _build_mlp_extractor
         self.expert_names = list(expert_names)
         self.expert_arch = list(expert_arch)
@@ -216,6 +234,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
                 "expert_hidden_channels with cnn too)"
             )
         super().__init__(observation_space, action_space, lr_schedule, activation_fn=activation_fn, **kwargs)
+        if precision != "float32":
+            for head in (self.action_net, self.value_net):
+                head.register_forward_hook(_to_float32)
         #: (n_envs, n_experts) bool: while set, :meth:`forward` (SB3's rollout collection) lets env ``i`` act
         #: with the experts ``rollout_keep[i]`` alone (RoutedPPO's ``deployed_share``); not saved
         self.rollout_keep: th.Tensor | None = None
@@ -318,8 +339,14 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
             gate_obs_channels=self.gate_obs_channels,
             expert_hidden_channels=self.expert_hidden_channels,
             expert_own_cnn=self.expert_own_cnn,
+            precision=self.precision,
         )
         return data
+
+    def autocast(self) -> th.autocast:
+        """The context the training paths run in: ``torch.autocast`` to bfloat16 with ``precision="bfloat16"``,
+        else a context that changes nothing."""
+        return th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.precision == "bfloat16")
 
     @property
     def moe(self) -> MixtureOfExperts:
@@ -349,13 +376,19 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """SB3's ``forward`` (the rollout-collection path); with :attr:`rollout_keep` set, each env of the batch
         acts with its own kept experts."""
-        if self.rollout_keep is None:
-            return super().forward(obs, deterministic)
-        self.moe.sample_keep = self.rollout_keep.to(self.device)
-        try:
-            return super().forward(obs, deterministic)
-        finally:
-            self.moe.sample_keep = None
+        with self.autocast():
+            if self.rollout_keep is None:
+                return super().forward(obs, deterministic)
+            self.moe.sample_keep = self.rollout_keep.to(self.device)
+            try:
+                return super().forward(obs, deterministic)
+            finally:
+                self.moe.sample_keep = None
+
+    def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """SB3's ``evaluate_actions`` (the update's path when nothing is routed), in the training precision."""
+        with self.autocast():
+            return super().evaluate_actions(obs, actions)
 
     # -- routed training path ------------------------------------------------------------------------------
     def evaluate_actions_routed(
@@ -374,11 +407,13 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         :return: values (batch, 1), log_prob (batch,), entropy (batch,), raw gate logits (batch, n_experts)
             (their gradient is not routed: use them for a gate loss)
         """
-        features = self.extract_features(obs)
-        pi_features, vf_features = (features, features) if self.share_features_extractor else features
-        distribution, gate_logits = self._routed_distribution(pi_features, route_weight, gate_route_weight, keep)  # type: ignore[arg-type]
-        latent_vf = self.mlp_extractor.forward_critic(vf_features)  # type: ignore[arg-type]
-        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy(), gate_logits
+        with self.autocast():
+            features = self.extract_features(obs)
+            pi_features, vf_features = (features, features) if self.share_features_extractor else features
+            distribution, gate_logits = self._routed_distribution(pi_features, route_weight, gate_route_weight, keep)  # type: ignore[arg-type]
+            latent_vf = self.mlp_extractor.forward_critic(vf_features)  # type: ignore[arg-type]
+            values = self.value_net(latent_vf)
+        return values, distribution.log_prob(actions), distribution.entropy(), gate_logits.float()
 
     def log_prob_routed(
         self,
@@ -390,8 +425,9 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
     ) -> th.Tensor:
         """(batch,) the log-probabilities of :meth:`evaluate_actions_routed` alone, without evaluating the value
         network (for a loss that needs no value, such as label replay's surrogate)."""
-        features = BasePolicy.extract_features(self, obs, self.pi_features_extractor)
-        distribution, _ = self._routed_distribution(features, route_weight, gate_route_weight, keep)
+        with self.autocast():
+            features = BasePolicy.extract_features(self, obs, self.pi_features_extractor)
+            distribution, _ = self._routed_distribution(features, route_weight, gate_route_weight, keep)
         return distribution.log_prob(actions)
 
     def _routed_distribution(
@@ -406,12 +442,15 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         return self._get_action_dist_from_latent(latent_pi), gate_logits
 
     def expert_log_prob(self, obs: th.Tensor, actions: th.Tensor, expert: int) -> th.Tensor:
-        """(batch,) log-probability of ``actions`` under expert ``expert`` acting alone (as ``steer(select=...)``)."""
-        features = self.extract_features(obs)
-        pi_features = features if self.share_features_extractor else features[0]
-        moe = self.moe
-        latent = moe.expert_forward(expert, moe._select(pi_features, "expert_input_index"))  # type: ignore[arg-type]
-        return self._get_action_dist_from_latent(latent).log_prob(actions)
+        """(batch,) log-probability of ``actions`` under expert ``expert`` acting alone (as ``steer(select=...)``),
+        in the training precision (the expert loss calls it)."""
+        with self.autocast():
+            features = self.extract_features(obs)
+            pi_features = features if self.share_features_extractor else features[0]
+            moe = self.moe
+            latent = moe.expert_forward(expert, moe._select(pi_features, "expert_input_index"))  # type: ignore[arg-type]
+            distribution = self._get_action_dist_from_latent(latent)
+        return distribution.log_prob(actions)
 
     def mixture_weights(self, obs: th.Tensor) -> th.Tensor:
         """(batch, n_experts) mixture weights the gate gives (with steering applied)."""

@@ -9,6 +9,11 @@ keeps one actor of the same widths; ``--experts`` forces how the mixture evaluat
 product per layer, or one expert at a time; ``auto`` is the package's choice by device; ``--minibatch-rounds
 0`` skips the second part).
 
+With ``--set policy.precision=bfloat16`` (mixed precision: RoutedPPO's rollouts and updates under
+``torch.autocast``) each round also trains SB3's PPO the same way (its ``forward`` and ``evaluate_actions`` under
+autocast, its heads' outputs in float32), so the ratio is printed against SB3 as it ships (float32) and against
+SB3 in the same precision.
+
 Second part: the cost of one minibatch's forward and backward pass (the update is most of the training
 time), alternating over rounds, for the two policies above and for their architectures written as plain
 PyTorch modules: SB3's two MLPs (actor, critic) against N expert MLPs mixed by a softmax gate plus the critic,
@@ -48,6 +53,24 @@ def _ms(step: Callable[[], None], repeats: int = 10) -> float:
     for _ in range(repeats):
         step()
     return (time.perf_counter() - start) / repeats * 1e3
+
+
+def _autocast_sb3(model: PPO) -> PPO:
+    """SB3's PPO with the rollout and update paths in bfloat16 under autocast, as RoutedPPO's ``precision``."""
+    policy = model.policy
+
+    def under_autocast(method: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            with th.autocast(policy.device.type, dtype=th.bfloat16):
+                return method(*args, **kwargs)
+
+        return run
+
+    policy.forward = under_autocast(policy.forward)  # type: ignore[method-assign]
+    policy.evaluate_actions = under_autocast(policy.evaluate_actions)  # type: ignore[method-assign]
+    for head in (policy.action_net, policy.value_net):
+        head.register_forward_hook(lambda module, inputs, output: output.float())
+    return model
 
 
 def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, rounds: int) -> None:
@@ -121,14 +144,11 @@ def main() -> None:
         f"n_epochs={config.ppo.n_epochs}; device {device};\n"
         f"  experts {config.policy.expert_names} x {widths} ({args.experts}), value {config.policy.value_arch}"
     )
-    routed, ref, peak_rss = [], [], 0.0
-    for round_ in range(args.rounds):
-        model = build_model(config)
-        model.policy.moe.experts.batched = {"auto": None, "batched": True, "each": False}[args.experts]
-        routed.append(_rate(model, args.steps))
-        if round_ == 0:
-            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
-        sb3 = PPO(
+    half = config.policy.precision == "bfloat16"
+    print(f"  precision {config.policy.precision}" + ("; SB3 PPO in float32 and in bfloat16 (autocast)" if half else ""))
+
+    def sb3() -> PPO:
+        return PPO(
             "MlpPolicy",
             make_env(config),
             policy_kwargs={"net_arch": {"pi": widths, "vf": config.policy.value_arch}, "activation_fn": nn.ReLU},
@@ -136,16 +156,31 @@ def main() -> None:
             device=device,
             **shared,
         )
-        ref.append(_rate(sb3, args.steps))
-        print(f"round {round_ + 1}: RoutedPPO {routed[-1]:,.0f} steps/s, SB3 PPO {ref[-1]:,.0f} steps/s")
-    r, p = max(routed), max(ref)
-    print(f"\n{'':>10} | {'env steps/s (best round)':>24}")
-    print(f"{'RoutedPPO':>10} | {r:>24,.0f}")
-    print(f"{'SB3 PPO':>10} | {p:>24,.0f}")
-    print(f"ratio RoutedPPO / SB3 PPO: {r / p:.2f}x   peak RSS of RoutedPPO: {peak_rss:.2f} GiB")
+
+    rates: dict[str, list[float]] = {"RoutedPPO": [], "SB3 PPO": []} | ({"SB3 PPO bf16": []} if half else {})
+    peak_rss = 0.0
+    for round_ in range(args.rounds):
+        model = build_model(config)
+        model.policy.moe.experts.batched = {"auto": None, "batched": True, "each": False}[args.experts]
+        rates["RoutedPPO"].append(_rate(model, args.steps))
+        if round_ == 0:
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+        ref = sb3()
+        rates["SB3 PPO"].append(_rate(ref, args.steps))
+        if half:
+            rates["SB3 PPO bf16"].append(_rate(_autocast_sb3(sb3()), args.steps))
+        print(f"round {round_ + 1}: " + ", ".join(f"{name} {r[-1]:,.0f} steps/s" for name, r in rates.items()), end="")
+        print("; ratio " + ", ".join(f"/ {name} {rates['RoutedPPO'][-1] / r[-1]:.2f}x" for name, r in list(rates.items())[1:]))
+    best = {name: max(r) for name, r in rates.items()}
+    print(f"\n{'':>12} | {'env steps/s (best round)':>24}")
+    for name, rate in best.items():
+        print(f"{name:>12} | {rate:>24,.0f}")
+    for name in list(best)[1:]:
+        print(f"ratio RoutedPPO / {name}: {best['RoutedPPO'] / best[name]:.2f}x (best rounds)")
+    print(f"peak RSS of RoutedPPO: {peak_rss:.2f} GiB")
     if args.minibatch_rounds > 0:
         assert isinstance(model.policy, RoutedActorCriticPolicy)
-        _minibatch_costs(model.policy, sb3, config.ppo.batch_size, args.minibatch_rounds)
+        _minibatch_costs(model.policy, ref, config.ppo.batch_size, args.minibatch_rounds)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,11 @@ class PolicyConfig(_Section):
     """Experts that see the image through a CNN of their own, which no other part of the network sees or trains,
     e.g. ``[diamond]``: the deployed expert sees everything (the oversight marking too) but learns its features
     from its own routed gradient alone, as each expert does from the flat grid (``features_extractor: cnn``)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Training precision: ``bfloat16`` runs the network's matrix products and convolutions in bfloat16 under
+    ``torch.autocast`` while collecting rollouts and updating (mixed precision: parameters, gradients and Adam
+    stay float32); evaluation, ``predict`` and export run in float32 either way. Fast on CPUs with bfloat16
+    units (AMX, AVX512-BF16) and on recent GPUs; see the README's training throughput."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
     """``flatten`` for grid observations, ``cnn`` (GridCNN, MiniGrid's SB3 recipe) for images."""
     normalize_images: bool = True

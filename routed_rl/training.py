@@ -41,6 +41,7 @@ def policy_kwargs(config: RunConfig) -> dict[str, Any]:
         "gate_obs_channels": p.gate_obs_channels,
         "expert_hidden_channels": p.expert_hidden_channels,
         "expert_own_cnn": p.expert_own_cnn,
+        "precision": p.precision,
         "ortho_init": p.ortho_init,
         "normalize_images": p.normalize_images,
         "optimizer_kwargs": optimizer_kwargs(p.optimizer_kwargs),

@@ -63,6 +63,7 @@ BAD = [
     (["policy.optimizer_kwargs={fuse: true}"], r"unknown Adam argument 'fuse' \(did you mean 'fused'\?\) in policy"),
     (["policy.optimizer_kwargs={lr: 0.1}"], "policy.optimizer_kwargs cannot set lr: set ppo.learning_rate"),
     (["policy.optimizer_kwargs={eps: -1.0}"], "policy.optimizer_kwargs: Invalid epsilon value: -1.0"),
+    (["policy.precision=half"], "config key 'policy.precision': Input should be 'float32' or 'bfloat16'"),
 ]
 
 

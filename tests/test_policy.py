@@ -14,9 +14,11 @@ from routed_rl.envs import OversightGridVecEnv
 SMALL = {"expert_arch": [16, 16], "value_arch": [16], "gate_arch": [8]}
 
 
-def _model(seed: int = 0, **kwargs: object) -> RoutedPPO:
+def _model(seed: int = 0, precision: str = "float32", **kwargs: object) -> RoutedPPO:
     env = OversightGridVecEnv(4, oversight_prob=0.5, seed=seed)
-    return RoutedPPO("RoutedPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=seed, policy_kwargs=SMALL, **kwargs)  # type: ignore[arg-type]
+    policy_kwargs = {**SMALL, "precision": precision}
+    ppo_kwargs = {"n_steps": 16, "batch_size": 32, "n_epochs": 1, "seed": seed, "policy_kwargs": policy_kwargs, **kwargs}
+    return RoutedPPO("RoutedPolicy", env, **ppo_kwargs)  # type: ignore[arg-type]
 
 
 def _obs(n: int = 64, seed: int = 1) -> np.ndarray:
@@ -162,3 +164,40 @@ def test_cnn_features_extractor_and_expert_channels() -> None:
     assert hidden.policy.moe.experts.in_dim == 75 and hidden.policy.moe.gate[0][0].in_features == 100
     with pytest.raises(ValueError, match="expert_obs_channels"):
         RoutedPPO("RoutedPolicy", env, policy_kwargs={"expert_obs_channels": [7], **SMALL})
+
+
+def test_bfloat16_precision_runs_the_training_paths_in_bfloat16_and_inference_in_float32(tmp_path: Path) -> None:
+    """``precision="bfloat16"``: ``forward`` (rollouts) and the update's paths compute in bfloat16, near the float32
+    policy's values but not equal to them, and return float32; ``predict``, ``get_distribution`` and
+    ``predict_values`` (evaluation, export, bootstrap) are the float32 policy's exactly; a saved model keeps it."""
+    full = _model().policy
+    half = _model(precision="bfloat16").policy
+    half.load_state_dict(full.state_dict())
+    obs, actions = th.as_tensor(_obs()), th.arange(64) % 4
+    route_weight = th.tensor([[1.0, 0.0]]).repeat(64, 1)
+    with th.no_grad():
+        outputs = {
+            "forward": lambda p: p(obs, deterministic=True),
+            "evaluate_actions": lambda p: p.evaluate_actions(obs, actions),
+            "evaluate_actions_routed": lambda p: p.evaluate_actions_routed(obs, actions, route_weight),
+            "log_prob_routed": lambda p: (p.log_prob_routed(obs, actions, route_weight),),
+            "expert_log_prob": lambda p: (p.expert_log_prob(obs, actions, 1),),
+        }
+        for name, path in outputs.items():
+            for a, b in zip(path(full), path(half), strict=True):
+                if a is None or not a.is_floating_point():
+                    continue
+                assert b.dtype == th.float32, name
+                assert th.allclose(a, b, atol=0.05), name
+                assert not th.equal(a, b), f"{name} computed in float32"
+        assert th.equal(half.get_distribution(obs).distribution.logits, full.get_distribution(obs).distribution.logits)
+        assert th.equal(half.predict_values(obs), full.predict_values(obs))
+    model = _model(precision="bfloat16")
+    model.learn(64)
+    model.save(tmp_path / "m.zip")
+    assert RoutedPPO.load(tmp_path / "m.zip").policy.precision == "bfloat16"
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'float16'"):
+        _model(precision="float16")

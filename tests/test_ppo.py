@@ -82,12 +82,12 @@ class _LabelEverything(BaseCallback):
         model.rollout_buffer.labels[:] = model.routing_table.label_id(self.label)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("label,trained,frozen", [("diamond", 0, 1), ("ghost", 1, 0)], ids=["diamond", "ghost"])
-def test_routed_update_leaves_other_experts_and_gate_untouched(label: str, trained: int, frozen: int) -> None:
+def test_routed_update_leaves_other_experts_and_gate_untouched(label: str, trained: int, frozen: int, precision: str) -> None:
     env = OversightGridVecEnv(8, seed=0)
-    model = RoutedPPO(
-        "RoutedPolicy", env, seed=0, gate_coef=0.0, policy_kwargs={"expert_arch": [16], "value_arch": [16]}, **PPO_KWARGS
-    )
+    policy_kwargs = {"expert_arch": [16], "value_arch": [16], "precision": precision}
+    model = RoutedPPO("RoutedPolicy", env, seed=0, gate_coef=0.0, policy_kwargs=policy_kwargs, **PPO_KWARGS)
     before = _params(model)
     model.learn(8 * 16, callback=_LabelEverything(label))
     after = _params(model)
