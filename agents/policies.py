@@ -9,7 +9,7 @@ inference path (``forward``, ``evaluate_actions``, ``predict``, ``predict_values
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -23,11 +23,9 @@ from torch import nn
 from routed_rl.errors import UserError, check_expert_name
 from routed_rl.moe import MixtureOfExperts, StackedMLP, mlp, upgrade_per_module_keys
 from routed_rl.steering import Steering, resolve_steering
+from routed_rl.type_aliases import PRECISIONS, Precision
 
-__all__ = ["PRECISIONS", "GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
-
-#: The training precisions: ``float32``, or ``bfloat16`` matrix products and convolutions under torch.autocast
-PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+__all__ = ["GridCNN", "RoutedActorCriticPolicy", "RoutedExtractor", "SteeringHandle"]
 
 
 def _to_float32(module: nn.Module, inputs: Any, output: th.Tensor) -> th.Tensor:
@@ -193,7 +191,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         gate_obs_channels: Sequence[int] | None = None,
         expert_hidden_channels: Mapping[str, Sequence[int]] | None = None,
         expert_own_cnn: Sequence[str] | None = None,
-        precision: Literal["float32", "bfloat16"] = "float32",
+        precision: Precision = "float32",
         activation_fn: type[nn.Module] = nn.ReLU,
         **kwargs: Any,
     ) -> None:

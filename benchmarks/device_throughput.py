@@ -18,6 +18,7 @@ import torch as th
 
 from routed_rl.config import load_config
 from routed_rl.training import build_model
+from routed_rl.type_aliases import PRECISIONS
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=200_000, help="env steps per run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (the best counts)")
     args = parser.parse_args()
     th.set_num_threads(args.threads)

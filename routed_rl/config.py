@@ -26,6 +26,7 @@ from routed_rl.errors import UserError, did_you_mean
 from routed_rl.routing import RoutingTable
 from routed_rl.steering import parse_mode, resolve_steering
 from routed_rl.tasks import Task, task_for
+from routed_rl.type_aliases import Precision
 
 __all__ = [
     "ConfigError",
@@ -164,7 +165,7 @@ class PolicyConfig(_Section):
     """Experts that see the image through a CNN of their own, which no other part of the network sees or trains,
     e.g. ``[diamond]``: the deployed expert sees everything (the oversight marking too) but learns its features
     from its own routed gradient alone, as each expert does from the flat grid (``features_extractor: cnn``)."""
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
     """Training precision: ``bfloat16`` runs the network's matrix products and convolutions in bfloat16 under
     ``torch.autocast`` while collecting rollouts and updating (mixed precision: parameters, gradients and Adam
     stay float32); evaluation, ``predict`` and export run in float32 either way. Fast on CPUs with bfloat16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 #: A routing table: label -> {expert name: gradient weight in [0, 1]}.
 RoutingSpec = Mapping[str, Mapping[str, float]]
@@ -14,4 +15,11 @@ UNLABELED: int = -1
 #: :class:`~routed_rl.routing.RoutingTable`'s ``unlabeled_tail``); like :data:`UNLABELED`, it is not a label.
 UNLABELED_TAIL: int = -2
 
-__all__ = ["UNLABELED", "UNLABELED_TAIL", "RoutingSpec"]
+#: A training precision: ``float32``, or ``bfloat16`` matrix products and convolutions under ``torch.autocast``
+#: (the policy's ``precision``, the config's ``policy.precision``).
+Precision = Literal["float32", "bfloat16"]
+
+#: The training precisions, in :data:`Precision`'s order.
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+__all__ = ["PRECISIONS", "UNLABELED", "UNLABELED_TAIL", "Precision", "RoutingSpec"]
