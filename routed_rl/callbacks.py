@@ -207,12 +207,17 @@ class EarlyStoppingCallback(_EveryNSteps):
         return result.discounted_return, result.episodes
 
     def check(self) -> None:
-        """Score the model now; save it as ``best.zip`` if it is the best so far."""
-        step = self.model.num_timesteps
+        """Score the model now; save it as ``best.zip`` if it is the best so far.
+
+        A check at the step of the previous one scores nothing new, except with ``true_return`` when the model
+        has been updated since (training's end falls on a periodic check, which ran before the last update)."""
+        model: Any = self.model
+        step, updates = model.num_timesteps, model._n_updates
         if self.history and self.history[-1]["step"] == step:
-            return
+            if self.metric == "overseen_return" or self.history[-1].get("updates") == updates:
+                return  # the episodes of this step are scored, or this very model is
         score, episodes = self.score()
-        entry = {"step": step, "score": score, "episodes": episodes}
+        entry = {"step": step, "updates": updates, "score": score, "episodes": episodes}
         self.history.append(entry)
         if score is not None and (self.best is None or score >= self.best["score"]):
             atomic_save(self.model, self.run.best_model)
