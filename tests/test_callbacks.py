@@ -48,7 +48,8 @@ def test_overseen_return_reads_only_labeled_episodes_and_keeps_the_best(tmp_path
     _step(callback, model, labeled={5: 1.0}, unlabeled={6: -1.0})
     model.num_timesteps = 100
     callback.check()
-    assert callback.history[-1] == {"step": 100, "updates": 0, "score": pytest.approx(1 / 3), "episodes": 3}  # unseen -1s ignored
+    # the unseen -1s are ignored
+    assert callback.history[-1] == {"step": 100, "updates": 0, "score": pytest.approx(1 / 3), "episodes": 3}
     assert (tmp_path / "best.zip").read_text() == "100"
 
     _step(callback, model, labeled={1: -1.0}, unlabeled={0: 1.0, 2: 1.0, 4: 1.0})  # better unseen, worse seen
