@@ -175,6 +175,7 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("own_cnn_balanced_gate_recipe", "own_cnn_default_recipe", {"routing.gate_balance"}),
         ("own_cnn_unlabeled50_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
         ("own_cnn_unlabeled25_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
+        ("own_cnn_unlabeled40_recipe", "own_cnn_unlabeled50_recipe", {"routing.unlabeled.diamond"}),
         # their moe_no_routing twin is the default recipe's: without routing the unlabeled weights do nothing
         ("moe_no_routing_own_cnn_default_recipe", "own_cnn_unlabeled50_recipe", {"routing.enabled", "routing.unlabeled"}),
         # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
