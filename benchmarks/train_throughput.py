@@ -137,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config, args.set)
     widths = config.policy.expert_arch
-    shared = config.ppo.model_dump(exclude={"device"})
+    shared = config.ppo.sb3_kwargs()
     device = training_device(config)
     print(
         f"config {args.config!r}: n_envs={config.env.n_envs} n_steps={config.ppo.n_steps} batch_size={config.ppo.batch_size} "

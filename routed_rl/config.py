@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch as th
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from stable_baselines3.common.utils import LinearSchedule
 
 from routed_rl.errors import UserError, did_you_mean
 from routed_rl.routing import RoutingTable
@@ -211,17 +212,27 @@ class PolicyConfig(_Section):
         return self
 
 
+def _linear(value: float | str) -> float | LinearSchedule:
+    """A number as it is; ``"lin_<x>"`` as SB3's linear schedule from x at the start of training to 0 at its end."""
+    if isinstance(value, str):
+        return LinearSchedule(float(value.removeprefix("lin_")), 0.0, 1.0)
+    return value
+
+
 class PPOConfig(_Section):
     """PPO hyperparameters (SB3's names)."""
 
-    learning_rate: float = Field(3.0e-4, gt=0.0)
+    learning_rate: float | str = 3.0e-4
+    """Adam's step size: a number, or ``lin_<number>`` (rl-zoo3's linear schedule: from the number at the start
+    of training down to 0 at ``total_steps``; a resumed run carries on along the same line)."""
     n_steps: int = Field(32, ge=1)
     """Steps per env per rollout."""
     batch_size: int = Field(2048, ge=2)
     n_epochs: int = Field(4, ge=1)
     gamma: float = Field(0.97, gt=0.0, le=1.0)
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
-    clip_range: float = Field(0.2, gt=0.0)
+    clip_range: float | str = 0.2
+    """PPO's clip range: a number, or ``lin_<number>`` (as ``learning_rate``)."""
     ent_coef: float = Field(0.01, ge=0.0)
     vf_coef: float = Field(0.5, ge=0.0)
     max_grad_norm: float = Field(0.5, gt=0.0)
@@ -237,6 +248,24 @@ class PPOConfig(_Section):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
         return value
+
+    @field_validator("learning_rate", "clip_range", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> float | str:
+        text = value.strip() if isinstance(value, str) else None
+        number = text.removeprefix("lin_") if text is not None else value
+        try:
+            valid = not isinstance(number, bool) and 0.0 < float(number) < float("inf")
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError("must be a positive number, or lin_<positive number> for a linear schedule down to 0")
+        return f"lin_{float(number)!r}" if text is not None and text.startswith("lin_") else float(number)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of SB3's ``PPO`` (``device`` aside), ``lin_`` schedules as SB3 schedules."""
+        kwargs = self.model_dump(exclude={"device"})
+        return kwargs | {key: _linear(kwargs[key]) for key in ("learning_rate", "clip_range")}
 
 
 class RoutingConfig(_Section):

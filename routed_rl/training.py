@@ -82,7 +82,7 @@ def build_model(config: RunConfig, env: VecEnv | None = None, tensorboard_log: s
         seed=config.seed,
         tensorboard_log=tensorboard_log,
         verbose=config.logging.verbose,
-        **config.ppo.model_dump(exclude={"device"}),
+        **config.ppo.sb3_kwargs(),
         device=training_device(config),
     )
 

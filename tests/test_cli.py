@@ -181,6 +181,27 @@ def test_resume_after_a_crash_trains_every_rollout_and_keeps_the_label_log_exact
     assert sum(row["step"] <= 1536 for row in labels) == model_at_1536.labeler.labels_spent
 
 
+def test_linear_schedules_anneal_to_zero_at_the_run_end_and_carry_on_when_resumed(tmp_path: Path) -> None:
+    """``lin_<x>`` (rl-zoo3's form): update k of K trains at x (1 - k/K); a run resumed from a checkpoint
+    carries on along the same line, not a new one over its remaining steps."""
+    schedules = ["--set", "ppo.learning_rate=lin_1e-3", "--set", "ppo.clip_range=lin_0.2"]
+    args = ("train", "default", *FAST, *schedules, "--total-steps", "2048", "--run-dir", "runs/s", "-q")
+    assert cli_here(*args, cwd=tmp_path).returncode == 0  # 4 rollouts of 512 steps
+    run = RunDir(tmp_path / "runs/s")
+
+    def lr(path: Path) -> float:
+        return RoutedPPO.load(path).policy.optimizer.param_groups[0]["lr"]
+
+    assert lr(run.checkpoints / "step_000000001024.zip") == pytest.approx(1e-3 * (1 - 2 / 4))
+    assert lr(run.model) == 0.0
+    assert run.load_model().clip_range(0.25) == pytest.approx(0.05)  # the schedule is saved with the model
+    for path in [run.model, *(p for p in run.checkpoints.glob("step_*.zip") if p.name > "step_000000001024.zip")]:
+        path.unlink()
+    assert cli_here("train", "--resume", "runs/s", "-q", cwd=tmp_path).returncode == 0
+    assert lr(run.checkpoints / "step_000000001536.zip") == pytest.approx(1e-3 * (1 - 3 / 4))
+    assert lr(run.model) == 0.0 and run.load_model().num_timesteps == 2048
+
+
 def test_eval_keeps_the_training_results_and_says_when_training_has_not_finished(tmp_path: Path) -> None:
     assert _small_run(tmp_path, 1024).returncode == 0
     run = RunDir(tmp_path / "runs/s")
@@ -206,6 +227,7 @@ BAD_INPUTS = [
     ),
     (["train", "default", "--set", "env.oversight_prob=1.5"], "env.oversight_prob must be a probability in [0, 1], got 1.5"),
     (["train", "default", "--set", "env.n_envs=0"], "config key 'env.n_envs'"),
+    (["train", "default", "--set", "ppo.learning_rate=lin3e-4"], "config key 'ppo.learning_rate': must be a positive number"),
     (["train", "default", "--set", "routing.table={ghost: {ghots: 1.0}}"], "unknown expert 'ghots'"),
     (["train", "default", "--set", "labeling.kind=oracle"], "unknown labeler 'oracle'"),
     (["train", "default", "--set", "labeling.p=2"], "config key 'labeling.p'"),

@@ -287,12 +287,40 @@ def test_reward_scheme_true_as_yaml_reads_it() -> None:
         ("ppo.learning_rate=.inf", "ppo.learning_rate"),
         ("ppo.clip_range=.nan", "ppo.clip_range"),
         ("threads=0", "threads"),
+        (
+            "ppo.learning_rate=lin_3e-4x",
+            r"config key 'ppo.learning_rate': must be a positive number, or lin_<positive number> for a linear schedule "
+            r"down to 0 \(got 'lin_3e-4x'\)$",
+        ),
+        ("ppo.learning_rate=lin_0", "ppo.learning_rate': must be a positive number"),
+        ("ppo.clip_range=-0.2", "ppo.clip_range': must be a positive number"),
+        ("ppo.clip_range=true", "ppo.clip_range': must be a positive number"),
     ],
-    ids=["steer-expert", "steer-form", "steer-all", "stop-metric", "lr-inf", "clip-nan", "threads"],
+    ids=[
+        "steer-expert",
+        "steer-form",
+        "steer-all",
+        "stop-metric",
+        "lr-inf",
+        "clip-nan",
+        "threads",
+        "lin-typo",
+        "lin-zero",
+        "clip-negative",
+        "clip-bool",
+    ],
 )
 def test_new_keys_are_checked(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("default", [override])
+
+
+def test_learning_rate_and_clip_range_take_rl_zoo3_linear_schedules() -> None:
+    config = load_config("default", ["ppo.learning_rate=lin_3e-4", "ppo.clip_range=0.1"])
+    assert config.ppo.learning_rate == "lin_0.0003" and config.ppo.clip_range == 0.1
+    kwargs = config.ppo.sb3_kwargs()
+    assert kwargs["clip_range"] == 0.1 and "device" not in kwargs
+    assert [kwargs["learning_rate"](p) for p in (1.0, 0.5, 0.0, -0.01)] == pytest.approx([3e-4, 1.5e-4, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
