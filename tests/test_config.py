@@ -176,6 +176,10 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("own_cnn_unlabeled50_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
         ("own_cnn_unlabeled25_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
         ("own_cnn_unlabeled40_recipe", "own_cnn_unlabeled50_recipe", {"routing.unlabeled.diamond"}),
+        # the annealed learning rate, on the recipe and on its baselines alike
+        ("own_cnn_unlabeled50_lin_lr_recipe", "own_cnn_unlabeled50_recipe", {"ppo.learning_rate"}),
+        ("naive_early_stopping_own_cnn_lin_lr", "naive_early_stopping_own_cnn_default_recipe", {"ppo.learning_rate"}),
+        ("filtering_own_cnn_lin_lr", "filtering_own_cnn_default_recipe", {"ppo.learning_rate"}),
         # their moe_no_routing twin is the default recipe's: without routing the unlabeled weights do nothing
         ("moe_no_routing_own_cnn_default_recipe", "own_cnn_unlabeled50_recipe", {"routing.enabled", "routing.unlabeled"}),
         # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
