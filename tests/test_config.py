@@ -176,6 +176,7 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("own_cnn_unlabeled50_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
         ("own_cnn_unlabeled25_recipe", "own_cnn_default_recipe", {"routing.unlabeled"}),
         ("own_cnn_unlabeled40_recipe", "own_cnn_unlabeled50_recipe", {"routing.unlabeled.diamond"}),
+        ("own_cnn_unlabeled60_recipe", "own_cnn_unlabeled50_recipe", {"routing.unlabeled.diamond"}),
         # the annealed learning rate, on the recipe and on its baselines alike
         ("own_cnn_unlabeled50_lin_lr_recipe", "own_cnn_unlabeled50_recipe", {"ppo.learning_rate"}),
         ("naive_early_stopping_own_cnn_lin_lr", "naive_early_stopping_own_cnn_default_recipe", {"ppo.learning_rate"}),
