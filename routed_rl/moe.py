@@ -191,7 +191,7 @@ class MixtureOfExperts(nn.Module):
     """N named MLP experts mixed by a softmax gate.
 
     :param in_dim: input feature size
-    :param expert_names: one name per expert, e.g. ``("diamond", "ghost")``
+    :param expert_names: one distinct identifier per expert (routing and steering address experts by name)
     :param expert_arch: hidden widths of each expert (the paper: 256, 256); the output size is the last width
     :param gate_arch: hidden widths of the gate before its linear layer to N logits
     :param activation_fn: activation class
@@ -207,7 +207,7 @@ class MixtureOfExperts(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        expert_names: Sequence[str] = ("diamond", "ghost"),
+        expert_names: Sequence[str],
         expert_arch: Sequence[int] = (256, 256),
         gate_arch: Sequence[int] = (),
         activation_fn: type[nn.Module] = nn.ReLU,
