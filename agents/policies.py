@@ -157,7 +157,8 @@ def channel_feature_index(observation_space: spaces.Space, channels: Sequence[in
 class RoutedActorCriticPolicy(ActorCriticPolicy):
     """Actor-critic policy whose actor is a mixture of named experts (gradient routing, arXiv 2410.04332).
 
-    :param expert_names: one name per expert
+    :param expert_names: one name per expert; :class:`~routed_rl.agents.RoutedPPO` names them after its env's
+        outcomes when ``policy_kwargs`` does not (:func:`routed_rl.tasks.expert_names_for`)
     :param expert_arch: hidden widths of each expert (default 256, 256 as in the paper)
     :param gate_arch: hidden widths of the gate before its linear layer
     :param value_arch: hidden widths of the value network (not routed)
@@ -183,7 +184,7 @@ class RoutedActorCriticPolicy(ActorCriticPolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Any,
-        expert_names: Sequence[str] = ("diamond", "ghost"),
+        expert_names: Sequence[str],
         expert_arch: Sequence[int] = (256, 256),
         gate_arch: Sequence[int] = (),
         value_arch: Sequence[int] = (256, 256),

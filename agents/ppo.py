@@ -37,6 +37,7 @@ from routed_rl.errors import UserError
 from routed_rl.labeling import EpisodeLabelTracker, Labeler, make_labeler
 from routed_rl.routing import RoutingTable
 from routed_rl.steering import resolve_steering
+from routed_rl.tasks import env_outcomes, expert_names_for
 from routed_rl.type_aliases import RoutingSpec
 
 __all__ = ["RoutedPPO"]
@@ -237,6 +238,8 @@ class RoutedPPO(PPO):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        if issubclass(self.policy_class, RoutedActorCriticPolicy) and "expert_names" not in self.policy_kwargs:
+            self.policy_kwargs = {**self.policy_kwargs, "expert_names": self._default_expert_names()}
         super()._setup_model()
         expert_names = getattr(self.policy, "expert_names", None)
         if expert_names is None:
@@ -524,6 +527,20 @@ class RoutedPPO(PPO):
             adv = advantages[idx]
             total = total - th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).sum()
         return total / len(labeled)
+
+    def _default_expert_names(self) -> list[str]:
+        """One expert per outcome of the env that carries a reward (:func:`~routed_rl.tasks.env_outcomes`); for
+        a model saved before its policy kept the names, those of its saved routing table."""
+        saved = getattr(self, "routing_table", None)
+        if saved is not None:
+            return list(saved.expert_names)
+        outcomes = None if self.env is None else env_outcomes(self.env)
+        if outcomes is None:
+            raise UserError(
+                "name the experts, e.g. policy_kwargs={'expert_names': ['goal', 'lava']}: the env is not a routed-rl "
+                "env and has no OutcomeWrapper, so its outcomes cannot name them"
+            )
+        return expert_names_for(outcomes)
 
     def _setup_deployed_envs(self, expert_names: list[str]) -> None:
         """Which envs act with the deployed steering (``deployed_share``), in the buffer and for the policy."""

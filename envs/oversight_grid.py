@@ -361,7 +361,8 @@ class OversightGridVecEnv(VecEnv):
 
     Same parameters and dynamics as :class:`OversightGridEnv`. Auto-reset follows SB3: when grid i ends,
     ``infos[i]`` holds ``terminal_observation``, ``TimeLimit.truncated``, ``outcome``, ``overseen`` and
-    ``true_reward``, and the returned ``obs[i]`` is the new episode's first observation.
+    ``true_reward``, and the returned ``obs[i]`` is the new episode's first observation. ``get_attr("spec")``
+    gives the single env's gymnasium spec, so code that looks up an env's task by id finds this one's.
 
     :param n_envs: number of grids
     :param seed: seed for the first reset (SB3's ``VecEnv.seed`` also works; grid i does not get its own
@@ -383,6 +384,7 @@ class OversightGridVecEnv(VecEnv):
         _check_render_mode(render_mode)
         self.batch = GridBatch(n_envs, rows, cols, oversight_prob, spurious_oversight_prob, max_steps, reward_scheme)
         self.render_mode = render_mode
+        self.spec = gym.registry.get(OVERSIGHT_GRID_ID)  # as gym.make's envs carry theirs: names its task
         observation_space = spaces.Box(0.0, 1.0, (4, rows, cols), dtype=np.float32)
         super().__init__(n_envs, observation_space, spaces.Discrete(4))
         self._rng, _ = seeding.np_random(seed)

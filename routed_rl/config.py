@@ -143,8 +143,9 @@ def optimizer_kwargs(changes: dict[str, Any]) -> dict[str, Any]:
 class PolicyConfig(_Section):
     """The mixture-of-experts actor-critic policy."""
 
-    expert_names: list[str] = Field(default_factory=lambda: ["diamond", "ghost"], min_length=1)
-    """One name per expert; labels named after an expert route into it."""
+    expert_names: list[str] = Field(default_factory=list)
+    """One name per expert; labels named after an expert route into it. Empty (the default): one expert per
+    outcome of the env that carries a reward, wanted first (OversightGrid and DiamondGhost: diamond, ghost)."""
     expert_arch: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     """Hidden widths of each expert."""
     gate_arch: list[int] = Field(default_factory=list)
@@ -422,6 +423,11 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
+        if not self.policy.expert_names:
+            try:
+                self.policy.expert_names = self.env.task().experts
+            except UserError as e:
+                raise UserError(f"policy.expert_names: {e}") from None
         try:  # the routing table's own checks, so config and API reject the same things
             table = RoutingTable(
                 self.policy.expert_names, self.routing.table, self.routing.unlabeled, self.routing.unlabeled_tail

@@ -32,6 +32,8 @@ __all__ = [
     "NO_OUTCOME",
     "OutcomeWrapper",
     "Task",
+    "env_outcomes",
+    "expert_names_for",
     "gym_task",
     "gym_vec_env",
     "import_object",
@@ -89,6 +91,12 @@ class Task:
         return tuple(o for o, r in self.outcomes.items() if r < 0)
 
     @property
+    def experts(self) -> list[str]:
+        """The default expert names: one per outcome with a ground-truth reward, wanted first (see
+        :func:`expert_names_for`)."""
+        return expert_names_for(self.outcomes)
+
+    @property
     def rewarded(self) -> tuple[str, ...]:
         """Outcomes with a nonzero ground-truth reward (those the gaming gap compares; timeouts are not)."""
         return tuple(o for o, r in self.outcomes.items() if r != 0)
@@ -122,6 +130,35 @@ class Task:
 
 
 _TASKS: dict[str, Task] = {}
+
+
+def expert_names_for(outcomes: Mapping[str, float]) -> list[str]:
+    """One expert per outcome with a nonzero ground-truth reward, wanted (positive) ones first, so that each
+    label, named after its outcome, routes into its own expert (OversightGrid: ``["diamond", "ghost"]``).
+
+    :raises UserError: when no outcome carries a reward
+    """
+    names = [o for o, r in outcomes.items() if r > 0] + [o for o, r in outcomes.items() if r < 0]
+    if not names:
+        raise UserError(f"no outcome has a nonzero reward in {dict(outcomes)}: name the experts (expert_names)")
+    return names
+
+
+def env_outcomes(env: VecEnv) -> dict[str, float] | None:
+    """The outcomes (name -> ground-truth reward) that a vectorized env reports: those of the routed-rl task
+    registered under its gymnasium id (``env.spec``), else those of an :class:`OutcomeWrapper` around its
+    envs; ``None`` when it has neither."""
+    for attr in ("spec", "outcomes"):
+        try:
+            value = env.get_attr(attr, indices=[0])[0]
+        except AttributeError:
+            continue
+        if attr == "outcomes" and isinstance(value, Mapping):
+            return dict(value)
+        task = registered_tasks().get(getattr(value, "id", None) or "")
+        if task is not None:
+            return dict(task.outcomes)
+    return None
 
 
 def register_task(task: Task) -> None:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from routed_rl.config import ConfigError, load_config
 from routed_rl.errors import UserError
 from routed_rl.evaluation import evaluate, format_table
-from routed_rl.tasks import OutcomeWrapper, registered_tasks, task_for
+from routed_rl.agents import RoutedPPO
+from routed_rl.envs import OversightGridVecEnv
+from routed_rl.tasks import OutcomeWrapper, env_outcomes, expert_names_for, registered_tasks, task_for
 from clirun import cli, cli_here
 from user_outcomes import CORRIDOR_ID, Corridor, cliff_or_home
 
@@ -129,6 +131,7 @@ def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     config = load_config(examples / "lava_gap.yaml")
     task = config.env.task()
     assert dict(task.outcomes) == {"goal": 1.0, "lava": -1.0, "none": 0.0}
+    assert config.policy.expert_names == ["goal", "lava"]  # not in the file: named after the rewarded outcomes
     from lava_outcome import lava_or_goal
 
     assert lava_or_goal({"terminated": True, "reward": 0.7}, None) == "goal"
@@ -153,3 +156,37 @@ def test_config_wrappers_go_around_a_routed_env_s_own_wrappers() -> None:
     assert task.make_render_env is not None
     obs, _ = task.make_render_env(task.check_kwargs({})).reset(seed=0)
     assert obs.shape == (7, 7, 3)
+
+
+def test_expert_names_default_to_the_rewarded_outcomes_wanted_first() -> None:
+    assert expert_names_for({"none": 0.0, "trap": -1.0, "gold": 0.5, "pit": -2.0}) == ["gold", "trap", "pit"]
+    with pytest.raises(UserError, match=r"no outcome has a nonzero reward .*: name the experts"):
+        expert_names_for({"none": 0.0})
+    for env_id, task in registered_tasks().items():
+        assert load_config({"env": {"id": env_id}}).policy.expert_names == ["diamond", "ghost"] == task.experts
+    corridor = {"env": {"id": CORRIDOR_ID, "outcome": "user_outcomes:cliff_or_home", "outcomes": OUTCOMES}}
+    assert load_config(corridor).policy.expert_names == ["home", "cliff"]
+    assert load_config(corridor, ["policy.expert_names=[a, home, cliff]"]).policy.expert_names == ["a", "home", "cliff"]
+    flat = {"env": {**corridor["env"], "outcomes": {"home": 0.0, "cliff": 0.0}}}
+    with pytest.raises(ConfigError, match=r"policy.expert_names: no outcome has a nonzero reward"):
+        load_config(flat)
+
+
+def test_routed_ppo_names_its_experts_after_the_env_s_outcomes() -> None:
+    """The Python API without ``expert_names``: the env's routed-rl task (found by its gymnasium id, through
+    SB3's wrappers too) or its OutcomeWrapper names the experts; any other env is a one-line error."""
+    grid = OversightGridVecEnv(2, seed=0)
+    assert env_outcomes(grid) == {"diamond": 1.0, "ghost": -1.0, "timeout": 0.0}
+    minigrid = task_for("RoutedRL/MiniGrid-DiamondGhost-5x5-v0").make_env({}, 1, 0)
+    assert env_outcomes(VecMonitor(minigrid)) == env_outcomes(grid)
+    corridor = DummyVecEnv([lambda: OutcomeWrapper(Corridor(), cliff_or_home, OUTCOMES)])
+    assert env_outcomes(corridor) == OUTCOMES and env_outcomes(DummyVecEnv([Corridor])) is None
+    small = {"expert_arch": [8], "value_arch": [8]}
+    assert RoutedPPO("RoutedPolicy", grid, policy_kwargs=small).policy.expert_names == ["diamond", "ghost"]
+    model = RoutedPPO("RoutedPolicy", corridor, policy_kwargs=small)
+    assert model.policy.expert_names == ["home", "cliff"] == model.routing_table.expert_names
+    assert small == {"expert_arch": [8], "value_arch": [8]}  # the caller's policy_kwargs are not changed
+    with pytest.raises(UserError, match=r"^name the experts, e.g. policy_kwargs=\{'expert_names'"):
+        RoutedPPO("RoutedPolicy", DummyVecEnv([Corridor]))
+    named = RoutedPPO("RoutedPolicy", DummyVecEnv([Corridor]), policy_kwargs={"expert_names": ["l", "r"], **small})
+    assert named.policy.expert_names == ["l", "r"]
