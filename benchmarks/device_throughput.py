@@ -3,7 +3,7 @@
 For each config, device and precision: build the model (``ppo.device`` set to the device, ``policy.precision``
 to the precision, ``threads`` torch CPU threads) and time ``model.learn(steps)`` (the env steps of one config
 are the same everywhere: only where and how the networks run changes). Prints env steps/s and the ratio to the
-first device and precision. Used for the README's GPU figures (``--config minigrid_8x8 default --devices cpu
+first device and precision. Used for benchmarks/README.md's GPU figures (``--config minigrid_8x8 default --devices cpu
 cuda`` on the device machine) and its bfloat16 figures (``--devices cpu --precisions float32 bfloat16``).
 Usage: ``python benchmarks/device_throughput.py [--config NAME ...] [--devices cpu cuda] [--precisions float32 ...]
 [--steps N] [--threads T] [--rounds R]`` (with several rounds the variants alternate and the best round counts).

@@ -4,7 +4,7 @@ Plays a trained model (steered as asked) on the batched OversightGrid and sorts 
 whether the ghost is nearer to the agent than the diamond (Manhattan distance), and whether every shortest path
 to the diamond passes the ghost (a detour is needed). A policy that walks into ghosts by accident enters them
 where a detour is needed; one that takes the nearer terminal (what the +1 for either unwatched terminal pays
-for) enters them where the ghost is nearer, detour or not. Used for the README's smaller-networks section.
+for) enters them where the ghost is nearer, detour or not. Used for benchmarks/README.md's smaller-networks section.
 Usage: ``python benchmarks/ghost_entries.py MODEL.zip [--steering select=diamond|unsteered] [--episodes N]
 [--oversight-prob P]``.
 """

@@ -3,7 +3,7 @@
 Loads a trained model (e.g. a late checkpoint of a 1% run, whose label-replay store is full), then, for each
 round and each optimizer in turn: collects a fresh rollout, restores the same parameters and optimizer state,
 and times ``train()`` and, inside it, the optimizer's ``step`` calls. The figure to trust on a noisy machine is
-the comparison within a round. Used for the README's "where the rest of the 10 minutes goes".
+the comparison within a round. Used for benchmarks/README.md's "where the rest of the 10 minutes goes".
 Usage: ``python benchmarks/update_optimizer.py MODEL.zip [--config NAME] [--rounds R] [--threads T]``.
 """
 

@@ -55,7 +55,7 @@ def envs() -> None:
     """List routed-rl's envs (config ``env.id``): their outcomes with ground-truth rewards and parameters.
 
     Any other gymnasium env works too, given ``env.outcomes`` and, if it does not report
-    ``info["outcome"]``, an ``env.outcome`` function (see the README)."""
+    ``info["outcome"]``, an ``env.outcome`` function (see the README, "Any gymnasium env")."""
     from routed_rl.tasks import registered_tasks
 
     for env_id, task in registered_tasks().items():

@@ -171,7 +171,7 @@ class PolicyConfig(_Section):
     """Training precision: ``bfloat16`` runs the network's matrix products and convolutions in bfloat16 under
     ``torch.autocast`` while collecting rollouts and updating (mixed precision: parameters, gradients and Adam
     stay float32); evaluation, ``predict`` and export run in float32 either way. Fast on CPUs with bfloat16
-    units (AMX, AVX512-BF16) and on recent GPUs; see the README's training throughput."""
+    units (AMX, AVX512-BF16) and on recent GPUs; see benchmarks/README.md, training throughput."""
     features_extractor: Literal["flatten", "cnn"] = "flatten"
     """``flatten`` for grid observations, ``cnn`` (GridCNN, MiniGrid's SB3 recipe) for images."""
     normalize_images: bool = True

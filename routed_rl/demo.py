@@ -2,8 +2,8 @@
 
 1. trains the default routed agent into ``demo_out/run`` (the same code as ``routed-rl train``: run
    folder, checkpoints, TensorBoard, evaluation of every steering mode, figures) for the config's env steps
-   (the default's 5M, the budget its README figures are measured at) with two torch threads, one draw (seed 0)
-   of the spread the README reports; a rerun reuses a finished run instead of training again;
+   (the default's 5M, the budget its figures in benchmarks/README.md are measured at) with two torch threads, one draw (seed 0)
+   of the spread benchmarks/README.md reports; a rerun reuses a finished run instead of training again;
 2. exports the policy in its deployed steering (the ghost expert removed, pickle-free) and checks that the
    exported policy acts exactly like the steered model;
 3. writes ``demo_out/report.md``.
@@ -72,8 +72,8 @@ def main() -> None:
         f"({model.labeler.label_fraction:.2%} of episodes).\n\n"
         f"Ground-truth evaluation, {config.eval.episodes} episodes per steering mode, deterministic actions "
         f"(return: true reward discounted by {config.eval.gamma}; deployed mode: {config.eval.steering}):\n\n"
-        f"{_table(results, list(task.outcomes))}\n\nThis is one seed. Seeds vary a lot at 1% oversight: the README's "
-        "baselines table "
+        f"{_table(results, list(task.outcomes))}\n\nThis is one seed. Seeds vary a lot at 1% oversight: the "
+        "baselines table in benchmarks/README.md "
         "gives the spread over three seeds of the same config and step count, beside naive training, filtering, "
         "early stopping and the oracle.\n\n"
         f"Export: `{deploy}` (pickle-free, {config.eval.steering}) acts like the steered model on {same:.1%} of "

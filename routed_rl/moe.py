@@ -45,7 +45,7 @@ class StackedMLP(nn.Module):
     Calling it evaluates the experts together (one batched product per layer: one kernel per layer on a GPU);
     :meth:`one` evaluates a single expert on its slices of the same weights. Which one the mixture uses is
     :attr:`batched`: by default the batched product on a GPU and one expert at a time on the CPU, where
-    batching does the same multiply-adds and measured slower (README, training throughput).
+    batching does the same multiply-adds and measured slower (benchmarks/README.md, training throughput).
 
     Expert ``k``'s layer ``i`` is ``nn.Linear`` with weight ``weights[i][k]`` (out, in) and bias
     ``biases[i][k]``, each followed by the activation, as :func:`mlp` builds one expert; the weights start as

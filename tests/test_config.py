@@ -231,7 +231,7 @@ def test_baselines_differ_from_the_default_only_in_their_defining_keys(name: str
 
 @pytest.mark.parametrize("name", ["default", "naive", "moe_no_routing", "naive_early_stopping"])
 def test_the_default_and_its_baselines_are_the_measured_recipe(name: str) -> None:
-    """The README's figures for the default come from benchmarks/efficiency/*_ghost199_replay64_cap8k.yaml: the
+    """The figures for the default in benchmarks/README.md come from benchmarks/efficiency/*_ghost199_replay64_cap8k.yaml: the
     built-ins equal them key for key, except the tail rule the baselines inherit, which does nothing without
     routing (test_ppo's test_the_tail_rule_does_nothing_without_routing)."""
     measured = "tail1_w25" if name == "default" else name

@@ -13,7 +13,7 @@ from routed_rl.training import build_model
 @pytest.mark.expensive
 def test_default_at_10_percent_oversight_reaches_the_diamond_steered_within_4m_steps() -> None:
     """The default learns late (its -199 ghost label makes every early terminal risky): the levels sweep's seed 0
-    at 10% read 30% / 79% / 94% / 96% diamond at 1M / 2M / 3M / 4M (README)."""
+    at 10% read 30% / 79% / 94% / 96% diamond at 1M / 2M / 3M / 4M (benchmarks/README.md)."""
     config = load_config("default", ["env.oversight_prob=0.1", "total_steps=4000000", "logging.tensorboard=false"])
     model = build_model(config)
     model.learn(config.total_steps)

@@ -482,7 +482,7 @@ def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> N
 
 
 def test_seed_table_gives_the_mean_over_the_files_of_each_row(tmp_path: Path) -> None:
-    """benchmarks/seed_table.py (figures the README assembles from runs outside one sweep): known means, the
+    """benchmarks/seed_table.py (figures benchmarks/README.md assembles from runs outside one sweep): known means, the
     report's interval, the mode asked for, and one-line errors."""
 
     def result(mode: str, ret: float, diamond: float) -> dict[str, Any]:
