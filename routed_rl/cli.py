@@ -225,7 +225,7 @@ def report(
         typer.Option(
             "--include",
             help="Another sweep folder, or the results.csv of an earlier report, whose trials join this report "
-            "(a sweep run in pieces; repeatable).",
+            "(a sweep run in pieces; repeatable); the curves.csv beside a results.csv joins the learning curves.",
         ),
     ] = None,
 ) -> None:

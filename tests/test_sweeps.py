@@ -460,6 +460,18 @@ def test_learning_curves_read_the_periodic_evaluations_back_from_tensorboard(tmp
     assert len(rows) == 4 and {r["round"] for r in rows} == {"1", "2"}
     text = (out / "report.md").read_text()
     assert "| default (select=diamond) | 1.0% | 30% / 70% | 70% / 30% |" in text  # means over the two seeds
+    # an earlier report's results.csv brings the curves.csv beside it; without one, the report says so
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "sweep.yaml").write_text((out / "sweep.yaml").read_text())
+    _fake_trial(later, "default", 0.01, 2, 0.5, ghost=0.1)
+    write_report(later, [out / "results.csv"])
+    assert list(csv.DictReader((later / "curves.csv").open())) == rows
+    assert "30% / 70% | 70% / 30% |" in (later / "report.md").read_text()
+    assert "Only the trials whose folders" not in (later / "report.md").read_text()
+    (out / "curves.csv").write_text("trial,step\nx,1\n")
+    with pytest.raises(UserError, match=r"curves.csv is not a curves.csv of this task written by `routed-rl report`"):
+        write_report(later, [out / "results.csv"])
 
 
 def test_a_sweep_into_a_folder_joins_the_folders_sweep_file(tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.steering import mode_name, parse_mode
 from routed_rl.sweeps.runner import TRIAL_FILE
 from routed_rl.tasks import Task
 
-__all__ = ["collect_curves", "curves_markdown", "learning_curves_figure", "write_curves"]
+__all__ = ["collect_curves", "curves_markdown", "learning_curves_figure", "read_curves_csv", "write_curves"]
 
 
 def _scalars(tensorboard: Path, prefix: str) -> dict[str, dict[int, float]]:
@@ -73,6 +74,30 @@ def collect_curves(sweep_dir: Path | Sequence[Path], task: Task) -> list[dict[st
             row["return"] = returns[step]
             rows.append(row)
     return rows
+
+
+#: The columns of ``curves.csv`` before the outcome rates, with their types; ``return`` comes last.
+_CURVE_HEAD: dict[str, type] = {
+    "trial": str, "method": str, "oversight_prob": float, "seed": int, "mode": str, "step": int, "round": int, "episodes": int
+}  # fmt: skip
+
+
+def read_curves_csv(path: Path, task: Task) -> list[dict[str, Any]]:
+    """The rows of a ``curves.csv`` written by an earlier report, typed as :func:`collect_curves` gives them.
+
+    :raises UserError: when its columns are not a report's curves for ``task``'s outcomes
+    """
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        expected = [*_CURVE_HEAD, *task.outcomes, "return"]
+        if list(reader.fieldnames or []) != expected:
+            raise UserError(
+                f"{path} is not a curves.csv of this task written by `routed-rl report` (columns {reader.fieldnames})"
+            )
+        try:
+            return [{k: _CURVE_HEAD.get(k, float)(v) for k, v in row.items()} for row in reader]  # type: ignore[operator]
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{path}, line {reader.line_num}: not a row `routed-rl report` wrote ({err})") from None
 
 
 def _groups(rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[tuple[str, float], list[dict[str, Any]]]:
@@ -154,14 +179,22 @@ def learning_curves_figure(rows: list[dict[str, Any]], task: Task, methods: Sequ
 
 
 def write_curves(
-    sweep_dir: Path, task: Task, methods: Sequence[str], title: str, folders: Sequence[Path] | None = None
+    sweep_dir: Path,
+    task: Task,
+    methods: Sequence[str],
+    title: str,
+    folders: Sequence[Path] | None = None,
+    earlier: Sequence[Path] = (),
 ) -> tuple[list[Path], list[str]]:
     """Write ``curves.csv`` and ``learning_curves.png`` into ``sweep_dir`` when the trials logged periodic
     evaluations; return the files and the markdown section for ``report.md``.
 
     :param folders: the sweep folders whose trials to read (default: ``sweep_dir`` alone)
+    :param earlier: ``curves.csv`` files of earlier reports whose rows join them
     """
     rows = collect_curves(folders or sweep_dir, task)
+    for path in earlier:
+        rows += read_curves_csv(path, task)
     if not rows:
         return [], []
     csv_path = sweep_dir / "curves.csv"

@@ -343,7 +343,8 @@ def write_report(sweep_dir: Path, include: Sequence[Path] = ()) -> list[Path]:
     """Write ``results.csv``, ``report.md`` and the two figures into ``sweep_dir``; return their paths.
 
     :param include: other sweep folders, or ``results.csv`` files of earlier reports, whose trials join this
-        folder's (:func:`gather_rows`); the learning curves come from the folders only
+        folder's (:func:`gather_rows`); their learning curves come from the folders and from the ``curves.csv``
+        beside each ``results.csv``
     :raises UserError: for a folder that is not a sweep or holds no finished trial
     """
     if not sweep_dir.is_dir():
@@ -370,9 +371,10 @@ def write_report(sweep_dir: Path, include: Sequence[Path] = ()) -> list[Path]:
         gaming_gap_figure(groups, title, sweep_dir / "gaming_gap.png", unwanted_name(task)),
     ]
     folders = [sweep_dir, *(p for p in include if p.is_dir())]
-    curve_files, curve_lines = write_curves(sweep_dir, task, methods, title, folders)
-    if curve_lines and any(not p.is_dir() for p in include):  # a results.csv joined: say so on the "Mean over ..." line
-        curve_lines[2] += " Only the trials whose folders were given: a results.csv holds no periodic evaluations."
+    earlier = [p.parent / "curves.csv" for p in include if not p.is_dir() and (p.parent / "curves.csv").is_file()]
+    curve_files, curve_lines = write_curves(sweep_dir, task, methods, title, folders, earlier)
+    if curve_lines and len(folders) + len(earlier) < 1 + len(include):  # say so on the "Mean over ..." line
+        curve_lines[2] += " Only the trials whose folders, or a curves.csv beside their results.csv, were given."
     md_path = sweep_dir / "report.md"
     md_path.write_text(
         report_markdown(groups, iqm, spec, task) + ("\n" + "\n".join(curve_lines) + "\n" if curve_lines else "")
