@@ -13,6 +13,7 @@ Built-in configs live in ``routed_rl.configs``; ``routed-rl configs`` lists them
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 import re
 from importlib import resources
 from pathlib import Path
@@ -213,10 +214,27 @@ class PolicyConfig(_Section):
         return self
 
 
-def _linear(value: float | str) -> float | LinearSchedule:
-    """A number as it is; ``"lin_<x>"`` as SB3's linear schedule from x at the start of training to 0 at its end."""
+@dataclass(frozen=True)
+class HeldLinearSchedule:
+    """An SB3 schedule (of ``progress_remaining``, 1 at the start of training, 0 at its end): ``start`` until a
+    fraction ``held`` of training has passed, then linearly down to 0 at its end."""
+
+    start: float
+    held: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        done = 1.0 - progress_remaining
+        if done <= self.held:
+            return self.start
+        return max(0.0, self.start * (1.0 - done) / (1.0 - self.held))
+
+
+def _linear(value: float | str, held: float = 0.0) -> float | LinearSchedule | HeldLinearSchedule:
+    """A number as it is; ``"lin_<x>"`` as SB3's linear schedule from x at the start of training to 0 at its end,
+    or, with ``held`` > 0, x for that fraction of training first (:class:`HeldLinearSchedule`)."""
     if isinstance(value, str):
-        return LinearSchedule(float(value.removeprefix("lin_")), 0.0, 1.0)
+        start = float(value.removeprefix("lin_"))
+        return HeldLinearSchedule(start, held) if held > 0 else LinearSchedule(start, 0.0, 1.0)
     return value
 
 
@@ -234,6 +252,9 @@ class PPOConfig(_Section):
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
     clip_range: float | str = 0.2
     """PPO's clip range: a number, or ``lin_<number>`` (as ``learning_rate``)."""
+    anneal_from: float = Field(0.0, ge=0.0, lt=1.0)
+    """The fraction of ``total_steps`` for which ``lin_`` schedules hold their number before falling linearly to 0
+    at the end (0: they fall from the start, as rl-zoo3's do; 0.6 with 5M steps: constant to 3M)."""
     ent_coef: float = Field(0.01, ge=0.0)
     vf_coef: float = Field(0.5, ge=0.0)
     max_grad_norm: float = Field(0.5, gt=0.0)
@@ -265,8 +286,8 @@ class PPOConfig(_Section):
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of SB3's ``PPO`` (``device`` aside), ``lin_`` schedules as SB3 schedules."""
-        kwargs = self.model_dump(exclude={"device"})
-        return kwargs | {key: _linear(kwargs[key]) for key in ("learning_rate", "clip_range")}
+        kwargs = self.model_dump(exclude={"device", "anneal_from"})
+        return kwargs | {key: _linear(kwargs[key], self.anneal_from) for key in ("learning_rate", "clip_range")}
 
 
 class RoutingConfig(_Section):

@@ -181,6 +181,10 @@ def test_minigrid_baselines_differ_from_their_attempt_as_the_builtin_ones_from_d
         ("own_cnn_unlabeled50_lin_lr_recipe", "own_cnn_unlabeled50_recipe", {"ppo.learning_rate"}),
         ("naive_early_stopping_own_cnn_lin_lr", "naive_early_stopping_own_cnn_default_recipe", {"ppo.learning_rate"}),
         ("filtering_own_cnn_lin_lr", "filtering_own_cnn_default_recipe", {"ppo.learning_rate"}),
+        # the learning rate held for 60% of the run, then annealed: likewise
+        ("own_cnn_unlabeled50_held_lr_recipe", "own_cnn_unlabeled50_lin_lr_recipe", {"ppo.anneal_from"}),
+        ("naive_early_stopping_own_cnn_held_lr", "naive_early_stopping_own_cnn_lin_lr", {"ppo.anneal_from"}),
+        ("filtering_own_cnn_held_lr", "filtering_own_cnn_lin_lr", {"ppo.anneal_from"}),
         # their moe_no_routing twin is the default recipe's: without routing the unlabeled weights do nothing
         ("moe_no_routing_own_cnn_default_recipe", "own_cnn_unlabeled50_recipe", {"routing.enabled", "routing.unlabeled"}),
         # the free-gate recipe's naive twin is the same run as its moe_no_routing twin, evaluated steered
@@ -326,6 +330,22 @@ def test_learning_rate_and_clip_range_take_rl_zoo3_linear_schedules() -> None:
     kwargs = config.ppo.sb3_kwargs()
     assert kwargs["clip_range"] == 0.1 and "device" not in kwargs
     assert [kwargs["learning_rate"](p) for p in (1.0, 0.5, 0.0, -0.01)] == pytest.approx([3e-4, 1.5e-4, 0.0, 0.0])
+
+
+def test_linear_schedules_can_hold_their_start_for_a_fraction_of_the_run() -> None:
+    import cloudpickle
+
+    config = load_config("default", ["ppo.learning_rate=lin_3e-4", "ppo.clip_range=lin_0.2", "ppo.anneal_from=0.6"])
+    kwargs = config.ppo.sb3_kwargs()
+    assert "anneal_from" not in kwargs
+    lr = cloudpickle.loads(cloudpickle.dumps(kwargs["learning_rate"]))  # as SB3 saves it with the model
+    progress = (1.0, 0.7, 0.4, 0.3, 0.2, 0.0, -0.01)  # progress_remaining: 0.6 of the run done at 0.4
+    assert [lr(p) for p in progress] == pytest.approx([3e-4, 3e-4, 3e-4, 2.25e-4, 1.5e-4, 0.0, 0.0])
+    assert kwargs["clip_range"](0.2) == pytest.approx(0.1)
+    assert load_config("default", ["ppo.anneal_from=0.6"]).ppo.sb3_kwargs()["learning_rate"] == 3e-4  # numbers stay
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match=r"ppo.anneal_from"):
+            load_config("default", [f"ppo.anneal_from={bad}"])
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
