@@ -181,10 +181,15 @@ def test_resume_after_a_crash_trains_every_rollout_and_keeps_the_label_log_exact
     assert sum(row["step"] <= 1536 for row in labels) == model_at_1536.labeler.labels_spent
 
 
-def test_linear_schedules_anneal_to_zero_at_the_run_end_and_carry_on_when_resumed(tmp_path: Path) -> None:
-    """``lin_<x>`` (rl-zoo3's form): update k of K trains at x (1 - k/K); a run resumed from a checkpoint
-    carries on along the same line, not a new one over its remaining steps."""
+@pytest.mark.parametrize(("anneal_from", "at_half", "at_three_quarters"), [(0.0, 0.5, 0.25), (0.5, 1.0, 0.5)])
+def test_linear_schedules_anneal_to_zero_at_the_run_end_and_carry_on_when_resumed(
+    tmp_path: Path, anneal_from: float, at_half: float, at_three_quarters: float
+) -> None:
+    """``lin_<x>`` (rl-zoo3's form): update k of K trains at x (1 - k/K), or with ``ppo.anneal_from`` f at x
+    until f of the run has passed and at x (1 - k/K) / (1 - f) after; a run resumed from a checkpoint carries
+    on along the same line, not a new one over its remaining steps."""
     schedules = ["--set", "ppo.learning_rate=lin_1e-3", "--set", "ppo.clip_range=lin_0.2"]
+    schedules += ["--set", f"ppo.anneal_from={anneal_from}"]
     args = ("train", "default", *FAST, *schedules, "--total-steps", "2048", "--run-dir", "runs/s", "-q")
     assert cli_here(*args, cwd=tmp_path).returncode == 0  # 4 rollouts of 512 steps
     run = RunDir(tmp_path / "runs/s")
@@ -192,13 +197,13 @@ def test_linear_schedules_anneal_to_zero_at_the_run_end_and_carry_on_when_resume
     def lr(path: Path) -> float:
         return RoutedPPO.load(path).policy.optimizer.param_groups[0]["lr"]
 
-    assert lr(run.checkpoints / "step_000000001024.zip") == pytest.approx(1e-3 * (1 - 2 / 4))
+    assert lr(run.checkpoints / "step_000000001024.zip") == pytest.approx(1e-3 * at_half)
     assert lr(run.model) == 0.0
-    assert run.load_model().clip_range(0.25) == pytest.approx(0.05)  # the schedule is saved with the model
+    assert run.load_model().clip_range(0.25) == pytest.approx(0.2 * at_three_quarters)  # saved with the model
     for path in [run.model, *(p for p in run.checkpoints.glob("step_*.zip") if p.name > "step_000000001024.zip")]:
         path.unlink()
     assert cli_here("train", "--resume", "runs/s", "-q", cwd=tmp_path).returncode == 0
-    assert lr(run.checkpoints / "step_000000001536.zip") == pytest.approx(1e-3 * (1 - 3 / 4))
+    assert lr(run.checkpoints / "step_000000001536.zip") == pytest.approx(1e-3 * at_three_quarters)
     assert lr(run.model) == 0.0 and run.load_model().num_timesteps == 2048
 
 
