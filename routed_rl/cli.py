@@ -82,7 +82,7 @@ def train(
 
     --resume loads the run's pickled checkpoint, which runs code from it: resume only runs you trust. A labeler
     given by import path (labeling.kind: package.module:Class) imports, and so runs, that module."""
-    from routed_rl.training import run_training
+    from routed_rl.experiment import run_training
 
     overrides = list(set_ or [])
     if seed is not None:

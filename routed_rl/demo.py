@@ -22,7 +22,7 @@ import numpy as np
 from routed_rl.export import export_policy, load_exported
 from routed_rl.runs import RunDir
 from routed_rl.steering import parse_mode
-from routed_rl.training import run_training
+from routed_rl.experiment import run_training
 
 
 def _table(rows: list[dict], outcomes: list[str]) -> str:
