@@ -52,7 +52,8 @@ def configs() -> None:
 
 @app.command()
 def envs() -> None:
-    """List routed-rl's envs (config ``env.id``): their outcomes with ground-truth rewards and parameters.
+    """List routed-rl's envs (config ``env.id``): their outcomes with ground-truth rewards, the experts named after
+    them when ``policy.expert_names`` is not given, and their parameters.
 
     Any other gymnasium env works too, given ``env.outcomes`` and, if it does not report
     ``info["outcome"]``, an ``env.outcome`` function (see the README, "Any gymnasium env")."""
@@ -61,7 +62,7 @@ def envs() -> None:
     for env_id, task in registered_tasks().items():
         outcomes = ", ".join(f"{o} {r:+g}" for o, r in task.outcomes.items())
         params = ", ".join(f"{k}={v}" for k, v in (task.defaults or {}).items())
-        typer.echo(f"{env_id}\n  outcomes: {outcomes}\n  parameters: {params}")
+        typer.echo(f"{env_id}\n  outcomes: {outcomes}\n  experts: {', '.join(task.experts)}\n  parameters: {params}")
 
 
 @app.command()

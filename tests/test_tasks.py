@@ -144,7 +144,8 @@ def test_the_envs_command_lists_every_routed_env(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for env_id in registered_tasks():
         assert env_id in result.stdout
-    assert "outcomes: diamond +1, ghost -1, timeout +0" in result.stdout and "oversight_prob=0.1" in result.stdout
+    assert "outcomes: diamond +1, ghost -1, timeout +0\n  experts: diamond, ghost\n" in result.stdout
+    assert "oversight_prob=0.1" in result.stdout
 
 
 def test_config_wrappers_go_around_a_routed_env_s_own_wrappers() -> None:
