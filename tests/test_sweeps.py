@@ -24,7 +24,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
 from routed_rl.sweeps.report import collect_rows, interval, write_report
-from routed_rl.sweeps.runner import finished_since, prepare, trial_status
+from routed_rl.sweeps.runner import code_version, finished_since, prepare, trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
 from clirun import cli, cli_here
@@ -199,6 +199,7 @@ def test_local_pool_runs_trials_as_run_folders_and_a_rerun_skips_them(tmp_path: 
         assert trial_status(run.root) == "done" and run.model.is_file() and run.eval.is_file()
         record = json.loads((run.root / "trial.json").read_text())
         assert record["status"] == "done" and record["sessions"][0]["torch"] == th.__version__
+        assert record["sessions"][0]["code"] == code_version()
         assert run.load_model().num_timesteps == 1024
     assert cli_here("eval", "sw/naive__p0.5__s0", "--select", "diamond", "--episodes", "20", cwd=tmp_path).returncode == 0
     stamp = (out / "default__p0.5__s0" / "model.zip").stat().st_mtime_ns
@@ -521,3 +522,12 @@ def test_seed_table_gives_the_mean_over_the_files_of_each_row(tmp_path: Path) ->
     ):
         bad = subprocess.run([*script, "--row", "r", *row_args], capture_output=True, text=True)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and message in bad.stderr and bad.stdout == ""
+
+
+def test_code_version_is_the_git_commit_of_the_source_or_none() -> None:
+    root = Path(__file__).parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        assert code_version() is None  # not a git checkout
+    else:
+        assert (code_version() or "").removesuffix("+dirty") == head.stdout.strip()

@@ -40,7 +40,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS, SweepSpec, Trial, method_label
 
-__all__ = ["SweepProgress", "run_sweep", "trial_status"]
+__all__ = ["SweepProgress", "code_version", "run_sweep", "trial_status"]
 
 TRIAL_FILE = "trial.json"
 
@@ -174,11 +174,30 @@ def execute_trial(
         "sessions": [
             *previous.get("sessions", []),
             {"host": platform.node(), "python": platform.python_version(), "torch": _torch_version(),
-             "wall_s": round(wall, 1), "status": status},
+             "code": code_version(), "wall_s": round(wall, 1), "status": status},
         ],
     }  # fmt: skip
     (root / TRIAL_FILE).write_text(json.dumps(record, indent=2))
     return record
+
+
+def code_version() -> str | None:
+    """The git commit of the routed-rl source this process runs, ``+dirty`` when tracked files have uncommitted
+    changes; ``None`` when that source is not a git checkout (an installed wheel). A trial's ``sessions`` record
+    it, so a rerun that does not match tells whether the code differed."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None  # installed inside some other repository (e.g. a virtual environment in one)
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _torch_version() -> str:
