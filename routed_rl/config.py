@@ -13,8 +13,8 @@ Built-in configs live in ``routed_rl.configs``; ``routed-rl configs`` lists them
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
