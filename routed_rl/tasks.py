@@ -83,12 +83,12 @@ class Task:
     @property
     def wanted(self) -> tuple[str, ...]:
         """Outcomes with a positive ground-truth reward."""
-        return tuple(o for o, r in self.outcomes.items() if r > 0)
+        return _with_sign(self.outcomes, +1)
 
     @property
     def unwanted(self) -> tuple[str, ...]:
         """Outcomes with a negative ground-truth reward."""
-        return tuple(o for o, r in self.outcomes.items() if r < 0)
+        return _with_sign(self.outcomes, -1)
 
     @property
     def experts(self) -> list[str]:
@@ -132,13 +132,18 @@ class Task:
 _TASKS: dict[str, Task] = {}
 
 
+def _with_sign(outcomes: Mapping[str, float], sign: int) -> tuple[str, ...]:
+    """The outcomes whose ground-truth reward has the sign of ``sign`` (in their order)."""
+    return tuple(o for o, r in outcomes.items() if r * sign > 0)
+
+
 def expert_names_for(outcomes: Mapping[str, float]) -> list[str]:
     """One expert per outcome with a nonzero ground-truth reward, wanted (positive) ones first, so that each
     label, named after its outcome, routes into its own expert (OversightGrid: ``["diamond", "ghost"]``).
 
     :raises UserError: when no outcome carries a reward
     """
-    names = [o for o, r in outcomes.items() if r > 0] + [o for o, r in outcomes.items() if r < 0]
+    names = [*_with_sign(outcomes, +1), *_with_sign(outcomes, -1)]
     if not names:
         raise UserError(f"no outcome has a nonzero reward in {dict(outcomes)}: name the experts (expert_names)")
     return names
