@@ -24,7 +24,7 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
 from routed_rl.sweeps.report import collect_rows, interval, write_report
-from routed_rl.sweeps.runner import code_version, finished_since, prepare, trial_status
+from routed_rl.sweeps.runner import SweepProgress, _record_result, code_version, finished_since, prepare, trial_status
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
 from clirun import cli, cli_here
@@ -531,3 +531,30 @@ def test_code_version_is_the_git_commit_of_the_source_or_none() -> None:
         assert code_version() is None  # not a git checkout
     else:
         assert (code_version() or "").removesuffix("+dirty") == head.stdout.strip()
+
+
+def test_eta_shares_the_queue_among_the_workers() -> None:
+    # 4 trials, 2 workers: the first took 100 s and its neighbour has run as long, so both queued trials start now
+    # side by side and the sweep ends in 100 s (not 3 x 100 s, the time per finished trial times the trials left)
+    progress = SweepProgress(total=4, done=1, finished_this_run=1, started=0.0, workers=2, durations=[100.0])
+    progress.running, progress.running_since = 1, {"s3": 0.0}
+    assert progress.eta_s(now=100.0) == 100.0
+    # one worker: the running trial needs 40 s more, then the two queued ones 100 s each
+    progress.workers, progress.running_since = 1, {"s3": 60.0}
+    assert progress.eta_s(now=120.0) == 240.0
+    # more workers than trials left: the last one's own duration, however many workers idle
+    progress = SweepProgress(total=2, done=1, finished_this_run=1, started=0.0, workers=8, durations=[100.0])
+    assert progress.eta_s(now=100.0) == 100.0
+    # nothing finished yet: no estimate; on Ray (workers unknown): time per finished trial times trials left
+    assert SweepProgress(total=3, workers=2).eta_s(now=5.0) is None
+    assert SweepProgress(total=4, done=2, finished_this_run=2, started=0.0).eta_s(now=100.0) == 100.0
+
+
+def test_sweep_progress_times_each_trial_from_its_start() -> None:
+    lines: list[str] = []
+    progress = SweepProgress(total=2, out=lines.append, workers=1)
+    progress.trial_started("a")
+    assert lines == ["a: started  [0/2 done, 1 running, 0 failed]"]
+    _record_result(progress, {"trial": "a", "status": "done", "wall_s": 0.0})
+    assert progress.running == 0 and progress.running_since == {} and len(progress.durations) == 1
+    assert lines[-1].startswith("a: done in 0 s  [1/2 done, 0 running, 0 failed, ETA ")

@@ -208,7 +208,12 @@ def _torch_version() -> str:
 
 @dataclass
 class SweepProgress:
-    """Counts of a running sweep, printed after every event with an ETA."""
+    """Counts of a running sweep, printed after every event with an ETA.
+
+    With ``workers`` known (local runs), the ETA assumes each trial takes the mean duration of those finished:
+    the running ones need that less what they have done, and the workers take the queued ones as they free up.
+    Otherwise (Ray) it is the time per finished trial so far times the trials left.
+    """
 
     total: int
     done: int = 0
@@ -217,17 +222,37 @@ class SweepProgress:
     started: float = field(default_factory=time.perf_counter)
     finished_this_run: int = 0
     out: Callable[[str], None] = print
+    workers: int | None = None
+    durations: list[float] = field(default_factory=list)
+    running_since: dict[str, float] = field(default_factory=dict)
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds until the sweep ends, ``None`` before any trial finished (or with none left)."""
+        left = self.total - self.done - self.failed
+        if not self.finished_this_run or not left:
+            return None
+        if self.workers is None or not self.durations:
+            return (now - self.started) / self.finished_this_run * left
+        mean = sum(self.durations) / len(self.durations)
+        # each worker's time until free: a running trial's mean duration less what it has done, then the queue
+        free_in = [max(mean - (now - t), 0.0) for t in self.running_since.values()]
+        free_in += [0.0] * max(self.workers - len(free_in), 0)
+        for _ in range(left - len(self.running_since)):
+            free_in[free_in.index(min(free_in))] += mean
+        return max(free_in)
 
     def line(self) -> str:
-        left = self.total - self.done - self.failed
-        eta = ""
-        if self.finished_this_run and left:
-            per_trial = (time.perf_counter() - self.started) / self.finished_this_run
-            eta = f", ETA {_duration(per_trial * left)}"
-        return f"[{self.done}/{self.total} done, {self.running} running, {self.failed} failed{eta}]"
+        eta = self.eta_s(time.perf_counter())
+        eta_text = "" if eta is None else f", ETA {_duration(eta)}"
+        return f"[{self.done}/{self.total} done, {self.running} running, {self.failed} failed{eta_text}]"
 
     def event(self, message: str) -> None:
         self.out(f"{message}  {self.line()}")
+
+    def trial_started(self, name: str) -> None:
+        self.running += 1
+        self.running_since[name] = time.perf_counter()
+        self.event(f"{name}: started")
 
 
 def _duration(seconds: float) -> str:
@@ -330,7 +355,9 @@ def run_sweep(
                 f"cores; use --workers {limit} or fewer"
             )
     todo = prepare(spec, trials, out, name)
-    progress = SweepProgress(total=len(trials), done=len(trials) - len(todo), out=echo)
+    progress = SweepProgress(
+        total=len(trials), done=len(trials) - len(todo), out=echo, workers=None if ray_address else int(workers or 1)
+    )
     echo(
         f"sweep {name}: {len(trials)} trials ({progress.done} done already), {spec.total_steps:,} env steps each, "
         + (f"on Ray ({ray_address})" if ray_address else f"{workers} workers x {spec.threads} threads")
@@ -352,10 +379,13 @@ def run_sweep(
 
 def _record_result(progress: SweepProgress, record: dict[str, Any]) -> None:
     progress.running -= 1
+    started = progress.running_since.pop(record["trial"], None)
     status = record["status"]
     if status == "done":
         progress.done += 1
         progress.finished_this_run += 1
+        if started is not None:
+            progress.durations.append(time.perf_counter() - started)
         progress.event(f"{record['trial']}: done in {record['wall_s']:.0f} s")
     elif status == "failed":
         progress.failed += 1
@@ -376,8 +406,7 @@ def _run_local(
             while pending and len(running) < workers and not stop.is_set():
                 trial = pending.pop(0)
                 running[pool.submit(execute_trial, spec, trial, out / trial.name, stop.is_set)] = trial
-                progress.running += 1
-                progress.event(f"{trial.name}: started")
+                progress.trial_started(trial.name)
             if not running:
                 break
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
