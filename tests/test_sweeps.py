@@ -536,18 +536,17 @@ def test_code_version_is_the_git_commit_of_the_source_or_none() -> None:
 def test_eta_shares_the_queue_among_the_workers() -> None:
     # 4 trials, 2 workers: the first took 100 s and its neighbour has run as long, so both queued trials start now
     # side by side and the sweep ends in 100 s (not 3 x 100 s, the time per finished trial times the trials left)
-    progress = SweepProgress(total=4, done=1, finished_this_run=1, started=0.0, workers=2, durations=[100.0])
-    progress.running, progress.running_since = 1, {"s3": 0.0}
+    progress = SweepProgress(total=4, done=1, started=0.0, workers=2, durations=[100.0], running_since={"s3": 0.0})
     assert progress.eta_s(now=100.0) == 100.0
     # one worker: the running trial needs 40 s more, then the two queued ones 100 s each
     progress.workers, progress.running_since = 1, {"s3": 60.0}
     assert progress.eta_s(now=120.0) == 240.0
     # more workers than trials left: the last one's own duration, however many workers idle
-    progress = SweepProgress(total=2, done=1, finished_this_run=1, started=0.0, workers=8, durations=[100.0])
+    progress = SweepProgress(total=2, done=1, started=0.0, workers=8, durations=[100.0])
     assert progress.eta_s(now=100.0) == 100.0
     # nothing finished yet: no estimate; on Ray (workers unknown): time per finished trial times trials left
     assert SweepProgress(total=3, workers=2).eta_s(now=5.0) is None
-    assert SweepProgress(total=4, done=2, finished_this_run=2, started=0.0).eta_s(now=100.0) == 100.0
+    assert SweepProgress(total=4, done=2, started=0.0, durations=[50.0, 50.0]).eta_s(now=100.0) == 100.0
 
 
 def test_sweep_progress_times_each_trial_from_its_start() -> None:

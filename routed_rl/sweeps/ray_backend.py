@@ -84,7 +84,7 @@ def run_on_ray(
     for trial in todo:
         ref = task.remote(spec_json, trial, pack_folder(out / trial.name), flag)
         running[ref] = trial
-        progress.running += 1
+        progress.trial_started(trial.name, announce=False)  # announced together below
     progress.event(f"{len(todo)} trials submitted to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
     flagged = False
     while running:

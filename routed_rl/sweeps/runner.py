@@ -218,13 +218,21 @@ class SweepProgress:
     total: int
     done: int = 0
     failed: int = 0
-    running: int = 0
     started: float = field(default_factory=time.perf_counter)
-    finished_this_run: int = 0
     out: Callable[[str], None] = print
     workers: int | None = None
+    #: wall seconds of each trial finished in this run, in finishing order
     durations: list[float] = field(default_factory=list)
+    #: trials started (on Ray: submitted) and not finished yet -> when they started
     running_since: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def running(self) -> int:
+        return len(self.running_since)
+
+    @property
+    def finished_this_run(self) -> int:
+        return len(self.durations)
 
     def eta_s(self, now: float) -> float | None:
         """Seconds until the sweep ends, ``None`` before any trial finished (or with none left)."""
@@ -249,10 +257,10 @@ class SweepProgress:
     def event(self, message: str) -> None:
         self.out(f"{message}  {self.line()}")
 
-    def trial_started(self, name: str) -> None:
-        self.running += 1
+    def trial_started(self, name: str, announce: bool = True) -> None:
         self.running_since[name] = time.perf_counter()
-        self.event(f"{name}: started")
+        if announce:
+            self.event(f"{name}: started")
 
 
 def _duration(seconds: float) -> str:
@@ -378,14 +386,11 @@ def run_sweep(
 
 
 def _record_result(progress: SweepProgress, record: dict[str, Any]) -> None:
-    progress.running -= 1
-    started = progress.running_since.pop(record["trial"], None)
+    started = progress.running_since.pop(record["trial"])
     status = record["status"]
     if status == "done":
         progress.done += 1
-        progress.finished_this_run += 1
-        if started is not None:
-            progress.durations.append(time.perf_counter() - started)
+        progress.durations.append(time.perf_counter() - started)
         progress.event(f"{record['trial']}: done in {record['wall_s']:.0f} s")
     elif status == "failed":
         progress.failed += 1
