@@ -557,3 +557,27 @@ def test_sweep_progress_times_each_trial_from_its_start() -> None:
     _record_result(progress, {"trial": "a", "status": "done", "wall_s": 0.0})
     assert progress.running == 0 and progress.running_since == {} and len(progress.durations) == 1
     assert lines[-1].startswith("a: done in 0 s  [1/2 done, 0 running, 0 failed, ETA ")
+
+
+def test_eta_leaves_out_trials_that_went_on_from_a_checkpoint() -> None:
+    # a resumed trial trains only what was left: its short duration would make the queued trials look short
+    lines: list[str] = []
+    progress = SweepProgress(total=3, out=lines.append, workers=1)
+    progress.trial_started("a", resumed=True)
+    assert lines == ["a: resumed  [0/3 done, 1 running, 0 failed]"]
+    _record_result(progress, {"trial": "a", "status": "done", "wall_s": 1.0})
+    assert progress.done == 1 and progress.durations == [] and progress.finished_this_run == 1
+    assert progress.resumed == set() and progress.eta_s(now=progress.started + 10.0) is None
+    assert "ETA" not in lines[-1]
+    # a trial from scratch then sets the mean: 100 s for the one left
+    progress.trial_started("b")
+    progress.trial_ended("b", done=True)
+    progress.durations = [100.0]
+    assert progress.eta_s(now=0.0) == 100.0
+    # on Ray (workers unknown) every finished trial counts towards the time per trial
+    ray = SweepProgress(total=4, done=2, started=0.0, durations=[50.0], resumed_finished=1)
+    assert ray.eta_s(now=100.0) == 100.0
+    # an interrupted or failed trial adds no duration, resumed or not
+    progress.trial_started("c", resumed=True)
+    progress.trial_ended("c", done=False)
+    assert progress.durations == [100.0] and progress.resumed_finished == 1 and progress.resumed == set()

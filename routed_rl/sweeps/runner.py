@@ -210,8 +210,9 @@ def _torch_version() -> str:
 class SweepProgress:
     """Counts of a running sweep, printed after every event with an ETA.
 
-    With ``workers`` known (local runs), the ETA assumes each trial takes the mean duration of those finished:
-    the running ones need that less what they have done, and the workers take the queued ones as they free up.
+    With ``workers`` known (local runs), the ETA assumes each trial takes the mean duration of those that ran
+    from scratch and finished (a trial that went on from a checkpoint is shorter and would bias it low): the
+    running ones need that less what they have done, and the workers take the queued ones as they free up.
     Otherwise (Ray) it is the time per finished trial so far times the trials left.
     """
 
@@ -221,10 +222,14 @@ class SweepProgress:
     started: float = field(default_factory=time.perf_counter)
     out: Callable[[str], None] = print
     workers: int | None = None
-    #: wall seconds of each trial finished in this run, in finishing order
+    #: wall seconds of each trial finished in this run that ran from scratch, in finishing order
     durations: list[float] = field(default_factory=list)
+    #: trials finished in this run that went on from a checkpoint (not in ``durations``)
+    resumed_finished: int = 0
     #: trials started (on Ray: submitted) and not finished yet -> when they started
     running_since: dict[str, float] = field(default_factory=dict)
+    #: the running trials that went on from a checkpoint
+    resumed: set[str] = field(default_factory=set)
 
     @property
     def running(self) -> int:
@@ -232,15 +237,17 @@ class SweepProgress:
 
     @property
     def finished_this_run(self) -> int:
-        return len(self.durations)
+        return len(self.durations) + self.resumed_finished
 
     def eta_s(self, now: float) -> float | None:
         """Seconds until the sweep ends, ``None`` before any trial finished (or with none left)."""
         left = self.total - self.done - self.failed
         if not self.finished_this_run or not left:
             return None
-        if self.workers is None or not self.durations:
+        if self.workers is None:
             return (now - self.started) / self.finished_this_run * left
+        if not self.durations:
+            return None
         mean = sum(self.durations) / len(self.durations)
         # each worker's time until free: a running trial's mean duration less what it has done, then the queue
         free_in = [max(mean - (now - t), 0.0) for t in self.running_since.values()]
@@ -257,10 +264,25 @@ class SweepProgress:
     def event(self, message: str) -> None:
         self.out(f"{message}  {self.line()}")
 
-    def trial_started(self, name: str, announce: bool = True) -> None:
+    def trial_started(self, name: str, resumed: bool = False, announce: bool = True) -> None:
+        """Record a trial's start; ``resumed``: it goes on from a checkpoint."""
         self.running_since[name] = time.perf_counter()
+        if resumed:
+            self.resumed.add(name)
         if announce:
-            self.event(f"{name}: started")
+            self.event(f"{name}: {'resumed' if resumed else 'started'}")
+
+    def trial_ended(self, name: str, done: bool) -> None:
+        """Record a trial's end; ``done``: it finished (its duration then counts towards the ETA)."""
+        started = self.running_since.pop(name)
+        resumed = name in self.resumed
+        self.resumed.discard(name)
+        if done:
+            self.done += 1
+            if resumed:
+                self.resumed_finished += 1
+            else:
+                self.durations.append(time.perf_counter() - started)
 
 
 def _duration(seconds: float) -> str:
@@ -386,11 +408,9 @@ def run_sweep(
 
 
 def _record_result(progress: SweepProgress, record: dict[str, Any]) -> None:
-    started = progress.running_since.pop(record["trial"])
     status = record["status"]
+    progress.trial_ended(record["trial"], done=status == "done")
     if status == "done":
-        progress.done += 1
-        progress.durations.append(time.perf_counter() - started)
         progress.event(f"{record['trial']}: done in {record['wall_s']:.0f} s")
     elif status == "failed":
         progress.failed += 1
@@ -410,8 +430,9 @@ def _run_local(
         while pending or running:
             while pending and len(running) < workers and not stop.is_set():
                 trial = pending.pop(0)
+                resumed = RunDir(out / trial.name).latest_checkpoint() is not None
                 running[pool.submit(execute_trial, spec, trial, out / trial.name, stop.is_set)] = trial
-                progress.trial_started(trial.name)
+                progress.trial_started(trial.name, resumed)
             if not running:
                 break
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
