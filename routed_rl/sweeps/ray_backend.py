@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from routed_rl.errors import UserError
-from routed_rl.runs import RunDir
-from routed_rl.sweeps.runner import SweepProgress, _record_result, execute_trial, pack_folder, unpack_folder
+from routed_rl.sweeps.runner import SweepProgress, _record_result, execute_trial, pack_folder, resumes, unpack_folder
 from routed_rl.sweeps.spec import SweepSpec, Trial
 
 __all__ = ["run_on_ray"]
@@ -85,8 +84,7 @@ def run_on_ray(
     for trial in todo:
         ref = task.remote(spec_json, trial, pack_folder(out / trial.name), flag)
         running[ref] = trial
-        resumed = RunDir(out / trial.name).latest_checkpoint() is not None
-        progress.trial_started(trial.name, resumed, announce=False)  # announced together below
+        progress.trial_started(trial.name, resumes(out / trial.name), announce=False)  # announced together below
     progress.event(f"{len(todo)} trials submitted to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
     flagged = False
     while running:

@@ -113,11 +113,16 @@ def finished_since(run: RunDir, since: float) -> bool:
     return run.model.is_file() and run.eval.is_file() and run.eval.stat().st_mtime >= since - 1.0
 
 
+def resumes(root: Path) -> bool:
+    """Whether the trial in ``root`` goes on from a checkpoint (rather than starting from scratch)."""
+    return RunDir(root).latest_checkpoint() is not None
+
+
 def train_command(spec: SweepSpec, trial: Trial, root: Path) -> list[str]:
     """The ``routed-rl train`` command line for a trial: a fresh start, or a resume of its checkpoints (to the
     sweep's step count, which extends a trial trained for fewer steps)."""
     exe = [sys.executable, "-m", "routed_rl.cli", "train"]
-    if RunDir(root).latest_checkpoint() is not None:
+    if resumes(root):
         return [*exe, "--resume", str(root), "-q", "--total-steps", str(spec.total_steps)]
     sets = [a for s in trial.overrides(spec) for a in ("--set", s)]
     return [*exe, trial.source, "--run-dir", str(root), "-q", *sets]
@@ -132,7 +137,7 @@ def execute_trial(
     :return: the trial record
     """
     run = RunDir(root)
-    if run.latest_checkpoint() is None and root.exists():
+    if not resumes(root) and root.exists():
         shutil.rmtree(root)  # a failed start leaves no checkpoint: start it afresh
     previous = _read_record(root)
     command = train_command(spec, trial, root)
@@ -430,9 +435,8 @@ def _run_local(
         while pending or running:
             while pending and len(running) < workers and not stop.is_set():
                 trial = pending.pop(0)
-                resumed = RunDir(out / trial.name).latest_checkpoint() is not None
+                progress.trial_started(trial.name, resumes(out / trial.name))
                 running[pool.submit(execute_trial, spec, trial, out / trial.name, stop.is_set)] = trial
-                progress.trial_started(trial.name, resumed)
             if not running:
                 break
             finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
