@@ -24,7 +24,15 @@ from routed_rl.errors import UserError
 from routed_rl.runs import RunDir
 from routed_rl.sweeps import load_sweep
 from routed_rl.sweeps.report import collect_rows, interval, write_report
-from routed_rl.sweeps.runner import SweepProgress, _record_result, code_version, finished_since, prepare, trial_status
+from routed_rl.sweeps.runner import (
+    RunningTrial,
+    SweepProgress,
+    _record_result,
+    code_version,
+    finished_since,
+    prepare,
+    trial_status,
+)
 from routed_rl.sweeps.spec import RESULT_NEUTRAL_SECTIONS
 
 from clirun import cli, cli_here
@@ -536,10 +544,10 @@ def test_code_version_is_the_git_commit_of_the_source_or_none() -> None:
 def test_eta_shares_the_queue_among_the_workers() -> None:
     # 4 trials, 2 workers: the first took 100 s and its neighbour has run as long, so both queued trials start now
     # side by side and the sweep ends in 100 s (not 3 x 100 s, the time per finished trial times the trials left)
-    progress = SweepProgress(total=4, done=1, started=0.0, workers=2, durations=[100.0], running_since={"s3": 0.0})
+    progress = SweepProgress(total=4, done=1, started=0.0, workers=2, durations=[100.0], in_flight={"s3": RunningTrial(0.0)})
     assert progress.eta_s(now=100.0) == 100.0
     # one worker: the running trial needs 40 s more, then the two queued ones 100 s each
-    progress.workers, progress.running_since = 1, {"s3": 60.0}
+    progress.workers, progress.in_flight = 1, {"s3": RunningTrial(60.0)}
     assert progress.eta_s(now=120.0) == 240.0
     # more workers than trials left: the last one's own duration, however many workers idle
     progress = SweepProgress(total=2, done=1, started=0.0, workers=8, durations=[100.0])
@@ -555,7 +563,7 @@ def test_sweep_progress_times_each_trial_from_its_start() -> None:
     progress.trial_started("a")
     assert lines == ["a: started  [0/2 done, 1 running, 0 failed]"]
     _record_result(progress, {"trial": "a", "status": "done", "wall_s": 0.0})
-    assert progress.running == 0 and progress.running_since == {} and len(progress.durations) == 1
+    assert progress.running == 0 and progress.in_flight == {} and len(progress.durations) == 1
     assert lines[-1].startswith("a: done in 0 s  [1/2 done, 0 running, 0 failed, ETA ")
 
 
@@ -567,7 +575,7 @@ def test_eta_leaves_out_trials_that_went_on_from_a_checkpoint() -> None:
     assert lines == ["a: resumed  [0/3 done, 1 running, 0 failed]"]
     _record_result(progress, {"trial": "a", "status": "done", "wall_s": 1.0})
     assert progress.done == 1 and progress.durations == [] and progress.finished_this_run == 1
-    assert progress.resumed == set() and progress.eta_s(now=progress.started + 10.0) is None
+    assert progress.in_flight == {} and progress.eta_s(now=progress.started + 10.0) is None
     assert "ETA" not in lines[-1]
     # a trial from scratch then sets the mean: 100 s for the one left
     progress.trial_started("b")
@@ -580,4 +588,4 @@ def test_eta_leaves_out_trials_that_went_on_from_a_checkpoint() -> None:
     # an interrupted or failed trial adds no duration, resumed or not
     progress.trial_started("c", resumed=True)
     progress.trial_ended("c", done=False)
-    assert progress.durations == [100.0] and progress.resumed_finished == 1 and progress.resumed == set()
+    assert progress.durations == [100.0] and progress.resumed_finished == 1 and progress.in_flight == {}

@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -211,6 +211,13 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
+class RunningTrial(NamedTuple):
+    """A trial of a sweep in progress: when it started (``time.perf_counter``) and whether from a checkpoint."""
+
+    since: float
+    resumed: bool = False
+
+
 @dataclass
 class SweepProgress:
     """Counts of a running sweep, printed after every event with an ETA.
@@ -231,14 +238,12 @@ class SweepProgress:
     durations: list[float] = field(default_factory=list)
     #: trials finished in this run that went on from a checkpoint (not in ``durations``)
     resumed_finished: int = 0
-    #: trials started (on Ray: submitted) and not finished yet -> when they started
-    running_since: dict[str, float] = field(default_factory=dict)
-    #: the running trials that went on from a checkpoint
-    resumed: set[str] = field(default_factory=set)
+    #: trials started (on Ray: submitted) and not finished yet -> when they started and whether from a checkpoint
+    in_flight: dict[str, RunningTrial] = field(default_factory=dict)
 
     @property
     def running(self) -> int:
-        return len(self.running_since)
+        return len(self.in_flight)
 
     @property
     def finished_this_run(self) -> int:
@@ -255,9 +260,9 @@ class SweepProgress:
             return None
         mean = sum(self.durations) / len(self.durations)
         # each worker's time until free: a running trial's mean duration less what it has done, then the queue
-        free_in = [max(mean - (now - t), 0.0) for t in self.running_since.values()]
+        free_in = [max(mean - (now - trial.since), 0.0) for trial in self.in_flight.values()]
         free_in += [0.0] * max(self.workers - len(free_in), 0)
-        for _ in range(left - len(self.running_since)):
+        for _ in range(left - len(self.in_flight)):
             free_in[free_in.index(min(free_in))] += mean
         return max(free_in)
 
@@ -271,23 +276,19 @@ class SweepProgress:
 
     def trial_started(self, name: str, resumed: bool = False, announce: bool = True) -> None:
         """Record a trial's start; ``resumed``: it goes on from a checkpoint."""
-        self.running_since[name] = time.perf_counter()
-        if resumed:
-            self.resumed.add(name)
+        self.in_flight[name] = RunningTrial(time.perf_counter(), resumed)
         if announce:
             self.event(f"{name}: {'resumed' if resumed else 'started'}")
 
     def trial_ended(self, name: str, done: bool) -> None:
         """Record a trial's end; ``done``: it finished (its duration then counts towards the ETA)."""
-        started = self.running_since.pop(name)
-        resumed = name in self.resumed
-        self.resumed.discard(name)
+        trial = self.in_flight.pop(name)
         if done:
             self.done += 1
-            if resumed:
+            if trial.resumed:
                 self.resumed_finished += 1
             else:
-                self.durations.append(time.perf_counter() - started)
+                self.durations.append(time.perf_counter() - trial.since)
 
 
 def _duration(seconds: float) -> str:
