@@ -1,8 +1,12 @@
-"""The README and benchmarks/README.md link to each other's sections: every relative link resolves."""
+"""The README and benchmarks/README.md link to each other's sections: every relative link resolves. The seed
+tables benchmarks/README.md prints under a ``seed_table.py`` command are what that command gives today on the
+kept result files."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +53,32 @@ def test_every_relative_link_resolves(doc: str) -> None:
         elif anchor and anchor not in heading_anchors(file.read_text()):
             broken.append(target)
     assert not broken, f"{doc}: links to missing files or sections: {broken}"
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def test_every_seed_table_matches_its_command() -> None:
+    """Each ``R=...; .venv/bin/python benchmarks/seed_table.py \\`` command block, run on the kept files, gives
+    the rows of the table printed after it (a README row may add words after the label, e.g. ", constant rate")."""
+    lines = (ROOT / "benchmarks" / "README.md").read_text().splitlines()
+    checked, wrong = 0, []
+    for start, line in enumerate(lines):
+        if "benchmarks/seed_table.py \\" not in line:
+            continue
+        end, command = start, [line.strip()]
+        while command[-1].endswith("\\"):
+            end += 1
+            command.append(lines[end].strip())
+        script = "\n".join(command).replace(".venv/bin/python", sys.executable)
+        printed = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        rows = [_cells(row) for row in printed.splitlines() if row.startswith("| ") and not row.startswith("| method")]
+        documented = [_cells(row) for row in lines[end + 1 : end + 30] if row.strip().startswith("| ")]
+        assert rows, f"line {start + 1}: the command printed no table"
+        for row in rows:
+            match = next((doc for doc in documented if doc[0].startswith(row[0])), None)
+            checked += 1
+            if match is None or match[1:] != row[1:]:
+                wrong.append(f"line {start + 1}: {row[0]}: README {match and match[1:]} vs command {row[1:]}")
+    assert checked >= 10 and not wrong, wrong
