@@ -7,7 +7,9 @@ Usage: ``python benchmarks/train_throughput.py [--steps N] [--rounds R] [--confi
 [--experts auto|batched|each]`` (e.g. ``--set "policy.expert_names=[a, b, c, d]"`` for four experts; SB3's PPO
 keeps one actor of the same widths; ``--experts`` forces how the mixture evaluates its experts: one batched
 product per layer, or one expert at a time; ``auto`` is the package's choice by device; ``--minibatch-rounds
-0`` skips the second part).
+0`` skips the second part; ``--compile`` also trains RoutedPPO with its rollout and update paths through
+``torch.compile`` each round, and adds the plain architectures and the routed update path compiled to the second
+part).
 
 With ``--set policy.precision=bfloat16`` (mixed precision: RoutedPPO's rollouts and updates under
 ``torch.autocast``) each round also trains SB3's PPO the same way (its ``forward`` and ``evaluate_actions`` under
@@ -24,6 +26,7 @@ this machine, whatever the package does; the package's ratio can only approach i
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import statistics
 import time
@@ -73,18 +76,24 @@ def _autocast_sb3(model: PPO) -> PPO:
     return model
 
 
-def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, rounds: int) -> None:
+def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, rounds: int, compiled: bool = False) -> None:
     """Print the median ms of one minibatch's forward and backward pass: the two policies, and their
-    architectures as plain PyTorch modules (SB3's two MLPs against the gated mixture plus the critic)."""
+    architectures as plain PyTorch modules (SB3's two MLPs against the gated mixture plus the critic), and with
+    ``compiled`` the plain ones and the routed policy's ``evaluate_actions_routed`` also through ``torch.compile``."""
     obs = th.as_tensor(np.stack([routed.observation_space.sample() for _ in range(batch)]), device=routed.device)
     obs = obs.float()
     actions = th.randint(0, int(routed.action_space.n), (batch,), device=routed.device)  # type: ignore[attr-defined]
     route_weight = th.ones(batch, routed.moe.n_experts, device=routed.device)
     route_weight[: batch // 20, 1:] = 0.0  # a few labeled steps routed into the first expert alone
 
-    def routed_step() -> None:
-        values, log_prob, entropy, gate_logits = routed.evaluate_actions_routed(obs, actions, route_weight)
-        (values.sum() + log_prob.sum() + entropy.sum() + gate_logits.sum()).backward()
+    def routed_backward(evaluate: Callable[..., tuple[th.Tensor, ...]]) -> Callable[[], None]:
+        def step() -> None:
+            values, log_prob, entropy, gate_logits = evaluate(obs, actions, route_weight)
+            (values.sum() + log_prob.sum() + entropy.sum() + gate_logits.sum()).backward()
+
+        return step
+
+    routed_step = routed_backward(routed.evaluate_actions_routed)
 
     def ref_step() -> None:
         values, log_prob, entropy = ref.policy.evaluate_actions(obs, actions)
@@ -100,18 +109,29 @@ def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, roun
     for module in (*experts, actor, critic, gate, head, value_head):
         module.to(routed.device)
 
-    def plain_two() -> None:
+    def two_loss(x: th.Tensor) -> th.Tensor:
         logits, value = head(actor(x)), value_head(critic(x))
-        (th.log_softmax(logits, dim=-1).sum() + value.sum()).backward()
+        return th.log_softmax(logits, dim=-1).sum() + value.sum()
 
-    def plain_mixture() -> None:
+    def mixture_loss(x: th.Tensor) -> th.Tensor:
         weights = th.softmax(gate(x), dim=-1)
         latent = sum(weights[:, k : k + 1] * expert(x) for k, expert in enumerate(experts))
         logits, value = head(latent), value_head(critic(x))
-        (th.log_softmax(logits, dim=-1).sum() + value.sum()).backward()
+        return th.log_softmax(logits, dim=-1).sum() + value.sum()
+
+    def backward_of(loss: Callable[[th.Tensor], th.Tensor]) -> Callable[[], None]:
+        return lambda: loss(x).backward()
 
     steps = {"RoutedPPO policy": routed_step, "SB3 PPO policy": ref_step,
-             "plain mixture": plain_mixture, "plain two MLPs": plain_two}  # fmt: skip
+             "plain mixture": backward_of(mixture_loss), "plain two MLPs": backward_of(two_loss)}  # fmt: skip
+    if compiled:  # torch.compile (inductor) may fuse the elementwise work that makes the mixture cost more
+        start = time.perf_counter()
+        steps["plain mixture, compiled"] = backward_of(th.compile(mixture_loss))
+        steps["plain two MLPs, compiled"] = backward_of(th.compile(two_loss))
+        steps["RoutedPPO policy, compiled"] = routed_backward(th.compile(routed.evaluate_actions_routed))
+        for name in [name for name in steps if name.endswith("compiled")]:
+            steps[name]()
+        print(f"\ntorch.compile of the plain losses and the routed policy's update path: {time.perf_counter() - start:.0f} s")
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
@@ -123,6 +143,13 @@ def _minibatch_costs(routed: RoutedActorCriticPolicy, ref: PPO, batch: int, roun
     plain, two = ms["plain mixture"], ms["plain two MLPs"]
     print(f"  plain PyTorch: {n} experts + gate + critic {plain:.2f} / actor + critic {two:.2f} = "
           f"{plain / two:.2f}x the time (the mixture's own cost)")  # fmt: skip
+    if compiled:
+        plain_c, two_c = ms["plain mixture, compiled"], ms["plain two MLPs, compiled"]
+        routed_c = ms["RoutedPPO policy, compiled"]
+        print(f"  compiled: RoutedPPO {routed_c:.2f} / SB3 PPO (eager) {ms['SB3 PPO policy']:.2f} = "
+              f"{routed_c / ms['SB3 PPO policy']:.2f}x the time; plain mixture {plain_c:.2f} / actor + critic "
+              f"{two_c:.2f} = {plain_c / two_c:.2f}x; compiled mixture / eager actor + critic "
+              f"{plain_c / two:.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -134,7 +161,11 @@ def main() -> None:
     parser.add_argument("--minibatch-rounds", type=int, default=15, help="rounds of the minibatch comparison (0: skip)")
     parser.add_argument("--experts", choices=["auto", "batched", "each"], default="auto",
                         help="evaluate the experts batched, one at a time, or by device (auto)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="also train RoutedPPO, and time the minibatches, through torch.compile")  # fmt: skip
     args = parser.parse_args()
+    if args.compile:  # one warning per graph break (the mixture's data-dependent choices) is noise here
+        th._logging.set_logs(dynamo=logging.ERROR)
     config = load_config(args.config, args.set)
     widths = config.policy.expert_arch
     shared = config.ppo.sb3_kwargs()
@@ -157,30 +188,42 @@ def main() -> None:
             **shared,
         )
 
-    rates: dict[str, list[float]] = {"RoutedPPO": [], "SB3 PPO": []} | ({"SB3 PPO bf16": []} if half else {})
-    peak_rss = 0.0
-    for round_ in range(args.rounds):
+    def routed_ppo(compiled: bool = False) -> PPO:
         model = build_model(config)
         model.policy.moe.experts.batched = {"auto": None, "batched": True, "each": False}[args.experts]
+        if compiled:  # the rollout and update paths through torch.compile (its compile time counts in round 1)
+            model.policy.forward = th.compile(model.policy.forward)  # type: ignore[method-assign]
+            model.policy.evaluate_actions_routed = th.compile(model.policy.evaluate_actions_routed)  # type: ignore[method-assign]
+        return model
+
+    ours = ["RoutedPPO"] + (["RoutedPPO compiled"] if args.compile else [])
+    refs = ["SB3 PPO"] + (["SB3 PPO bf16"] if half else [])
+    rates: dict[str, list[float]] = {name: [] for name in ours + refs}
+    peak_rss = 0.0
+    for round_ in range(args.rounds):
+        model = routed_ppo()
         rates["RoutedPPO"].append(_rate(model, args.steps))
         if round_ == 0:
             peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+        if args.compile:
+            rates["RoutedPPO compiled"].append(_rate(routed_ppo(compiled=True), args.steps))
         ref = sb3()
         rates["SB3 PPO"].append(_rate(ref, args.steps))
         if half:
             rates["SB3 PPO bf16"].append(_rate(_autocast_sb3(sb3()), args.steps))
         print(f"round {round_ + 1}: " + ", ".join(f"{name} {r[-1]:,.0f} steps/s" for name, r in rates.items()), end="")
-        print("; ratio " + ", ".join(f"/ {name} {rates['RoutedPPO'][-1] / r[-1]:.2f}x" for name, r in list(rates.items())[1:]))
+        print("; ratio " + ", ".join(f"{a} / {b} {rates[a][-1] / rates[b][-1]:.2f}x" for a in ours for b in refs))
     best = {name: max(r) for name, r in rates.items()}
-    print(f"\n{'':>12} | {'env steps/s (best round)':>24}")
+    print(f"\n{'':>18} | {'env steps/s (best round)':>24}")
     for name, rate in best.items():
-        print(f"{name:>12} | {rate:>24,.0f}")
-    for name in list(best)[1:]:
-        print(f"ratio RoutedPPO / {name}: {best['RoutedPPO'] / best[name]:.2f}x (best rounds)")
+        print(f"{name:>18} | {rate:>24,.0f}")
+    for a in ours:
+        for b in refs:
+            print(f"ratio {a} / {b}: {best[a] / best[b]:.2f}x (best rounds)")
     print(f"peak RSS of RoutedPPO: {peak_rss:.2f} GiB")
     if args.minibatch_rounds > 0:
         assert isinstance(model.policy, RoutedActorCriticPolicy)
-        _minibatch_costs(model.policy, ref, config.ppo.batch_size, args.minibatch_rounds)
+        _minibatch_costs(model.policy, ref, config.ppo.batch_size, args.minibatch_rounds, args.compile)
 
 
 if __name__ == "__main__":
